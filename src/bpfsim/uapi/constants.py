@@ -1,0 +1,319 @@
+"""Constants of Linux 6.18 `include/uapi/linux/bpf.h` (and the errno values the kernel returns).
+
+Hand-transcribed from the 6.18 UAPI header (the Debian userspace header is 6.1 and lacks the
+newer values); every enum below lists all members in order, so values are positional and
+checkable against `/usr/include/linux/bpf.h` for the common prefix.  Holds no logic.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno as _errno
+
+
+class MapType(enum.IntEnum):
+    UNSPEC = 0
+    HASH = 1
+    ARRAY = 2
+    PROG_ARRAY = 3
+    PERF_EVENT_ARRAY = 4
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    STACK_TRACE = 7
+    CGROUP_ARRAY = 8
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    LPM_TRIE = 11
+    ARRAY_OF_MAPS = 12
+    HASH_OF_MAPS = 13
+    DEVMAP = 14
+    SOCKMAP = 15
+    CPUMAP = 16
+    XSKMAP = 17
+    SOCKHASH = 18
+    CGROUP_STORAGE = 19
+    REUSEPORT_SOCKARRAY = 20
+    PERCPU_CGROUP_STORAGE = 21
+    QUEUE = 22
+    STACK = 23
+    SK_STORAGE = 24
+    DEVMAP_HASH = 25
+    STRUCT_OPS = 26
+    RINGBUF = 27
+    INODE_STORAGE = 28
+    TASK_STORAGE = 29
+    BLOOM_FILTER = 30
+    USER_RINGBUF = 31
+    CGRP_STORAGE = 32
+    ARENA = 33
+    INSN_ARRAY = 34
+
+
+class ProgType(enum.IntEnum):
+    UNSPEC = 0
+    SOCKET_FILTER = 1
+    KPROBE = 2
+    SCHED_CLS = 3
+    SCHED_ACT = 4
+    TRACEPOINT = 5
+    XDP = 6
+    PERF_EVENT = 7
+    CGROUP_SKB = 8
+    CGROUP_SOCK = 9
+    LWT_IN = 10
+    LWT_OUT = 11
+    LWT_XMIT = 12
+    SOCK_OPS = 13
+    SK_SKB = 14
+    CGROUP_DEVICE = 15
+    SK_MSG = 16
+    RAW_TRACEPOINT = 17
+    CGROUP_SOCK_ADDR = 18
+    LWT_SEG6LOCAL = 19
+    LIRC_MODE2 = 20
+    SK_REUSEPORT = 21
+    FLOW_DISSECTOR = 22
+    CGROUP_SYSCTL = 23
+    RAW_TRACEPOINT_WRITABLE = 24
+    CGROUP_SOCKOPT = 25
+    TRACING = 26
+    STRUCT_OPS = 27
+    EXT = 28
+    LSM = 29
+    SK_LOOKUP = 30
+    SYSCALL = 31
+    NETFILTER = 32
+
+
+class AttachType(enum.IntEnum):
+    CGROUP_INET_INGRESS = 0
+    CGROUP_INET_EGRESS = 1
+    CGROUP_INET_SOCK_CREATE = 2
+    CGROUP_SOCK_OPS = 3
+    SK_SKB_STREAM_PARSER = 4
+    SK_SKB_STREAM_VERDICT = 5
+    CGROUP_DEVICE = 6
+    SK_MSG_VERDICT = 7
+    CGROUP_INET4_BIND = 8
+    CGROUP_INET6_BIND = 9
+    CGROUP_INET4_CONNECT = 10
+    CGROUP_INET6_CONNECT = 11
+    CGROUP_INET4_POST_BIND = 12
+    CGROUP_INET6_POST_BIND = 13
+    CGROUP_UDP4_SENDMSG = 14
+    CGROUP_UDP6_SENDMSG = 15
+    LIRC_MODE2 = 16
+    FLOW_DISSECTOR = 17
+    CGROUP_SYSCTL = 18
+    CGROUP_UDP4_RECVMSG = 19
+    CGROUP_UDP6_RECVMSG = 20
+    CGROUP_GETSOCKOPT = 21
+    CGROUP_SETSOCKOPT = 22
+    TRACE_RAW_TP = 23
+    TRACE_FENTRY = 24
+    TRACE_FEXIT = 25
+    MODIFY_RETURN = 26
+    LSM_MAC = 27
+    TRACE_ITER = 28
+    CGROUP_INET4_GETPEERNAME = 29
+    CGROUP_INET6_GETPEERNAME = 30
+    CGROUP_INET4_GETSOCKNAME = 31
+    CGROUP_INET6_GETSOCKNAME = 32
+    XDP_DEVMAP = 33
+    CGROUP_INET_SOCK_RELEASE = 34
+    XDP_CPUMAP = 35
+    SK_LOOKUP = 36
+    XDP = 37
+    SK_SKB_VERDICT = 38
+    SK_REUSEPORT_SELECT = 39
+    SK_REUSEPORT_SELECT_OR_MIGRATE = 40
+    PERF_EVENT = 41
+    TRACE_KPROBE_MULTI = 42
+    LSM_CGROUP = 43
+    STRUCT_OPS = 44
+    NETFILTER = 45
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+    TRACE_UPROBE_MULTI = 48
+    CGROUP_UNIX_CONNECT = 49
+    CGROUP_UNIX_SENDMSG = 50
+    CGROUP_UNIX_RECVMSG = 51
+    CGROUP_UNIX_GETPEERNAME = 52
+    CGROUP_UNIX_GETSOCKNAME = 53
+    NETKIT_PRIMARY = 54
+    NETKIT_PEER = 55
+    TRACE_KPROBE_SESSION = 56
+    TRACE_UPROBE_SESSION = 57
+    TRACE_FSESSION = 58
+
+
+class Cmd(enum.IntEnum):
+    """bpf(2) commands."""
+
+    MAP_CREATE = 0
+    MAP_LOOKUP_ELEM = 1
+    MAP_UPDATE_ELEM = 2
+    MAP_DELETE_ELEM = 3
+    MAP_GET_NEXT_KEY = 4
+    PROG_LOAD = 5
+    OBJ_PIN = 6
+    OBJ_GET = 7
+    PROG_ATTACH = 8
+    PROG_DETACH = 9
+    PROG_TEST_RUN = 10
+    PROG_GET_NEXT_ID = 11
+    MAP_GET_NEXT_ID = 12
+    PROG_GET_FD_BY_ID = 13
+    MAP_GET_FD_BY_ID = 14
+    OBJ_GET_INFO_BY_FD = 15
+    PROG_QUERY = 16
+    RAW_TRACEPOINT_OPEN = 17
+    BTF_LOAD = 18
+    BTF_GET_FD_BY_ID = 19
+    TASK_FD_QUERY = 20
+    MAP_LOOKUP_AND_DELETE_ELEM = 21
+    MAP_FREEZE = 22
+    BTF_GET_NEXT_ID = 23
+    MAP_LOOKUP_BATCH = 24
+    MAP_LOOKUP_AND_DELETE_BATCH = 25
+    MAP_UPDATE_BATCH = 26
+    MAP_DELETE_BATCH = 27
+    LINK_CREATE = 28
+    LINK_UPDATE = 29
+    LINK_GET_FD_BY_ID = 30
+    LINK_GET_NEXT_ID = 31
+    ENABLE_STATS = 32
+    ITER_CREATE = 33
+    LINK_DETACH = 34
+    PROG_BIND_MAP = 35
+    TOKEN_CREATE = 36
+    PROG_STREAM_READ_BY_FD = 37
+
+
+# Map update flags (bpf_map_update_elem).
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+BPF_F_LOCK = 4
+
+# Map creation flags.
+BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_NO_COMMON_LRU = 1 << 1
+BPF_F_NUMA_NODE = 1 << 2
+BPF_F_RDONLY = 1 << 3
+BPF_F_WRONLY = 1 << 4
+BPF_F_STACK_BUILD_ID = 1 << 5
+BPF_F_ZERO_SEED = 1 << 6
+BPF_F_RDONLY_PROG = 1 << 7
+BPF_F_WRONLY_PROG = 1 << 8
+BPF_F_CLONE = 1 << 9
+BPF_F_MMAPABLE = 1 << 10
+BPF_F_PRESERVE_ELEMS = 1 << 11
+BPF_F_INNER_MAP = 1 << 12
+BPF_F_LINK = 1 << 13
+BPF_F_PATH_FD = 1 << 14
+BPF_F_VTYPE_BTF_OBJ_FD = 1 << 15
+BPF_F_TOKEN_FD = 1 << 16
+BPF_F_SEGV_ON_FAULT = 1 << 17
+BPF_F_NO_USER_CONV = 1 << 18
+
+# Program load flags.
+BPF_F_STRICT_ALIGNMENT = 1 << 0
+BPF_F_ANY_ALIGNMENT = 1 << 1
+BPF_F_TEST_RND_HI32 = 1 << 2
+BPF_F_TEST_STATE_FREQ = 1 << 3
+BPF_F_SLEEPABLE = 1 << 4
+BPF_F_XDP_HAS_FRAGS = 1 << 5
+BPF_F_XDP_DEV_BOUND_ONLY = 1 << 6
+
+# test_run flags.
+BPF_F_TEST_RUN_ON_CPU = 1 << 0
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+BPF_F_TEST_SKB_CHECKSUM_COMPLETE = 1 << 2
+
+# Pseudo sources of lddw (src_reg).
+BPF_PSEUDO_MAP_FD = 1
+BPF_PSEUDO_MAP_VALUE = 2
+BPF_PSEUDO_BTF_ID = 3
+BPF_PSEUDO_FUNC = 4
+BPF_PSEUDO_MAP_IDX = 5
+BPF_PSEUDO_MAP_IDX_VALUE = 6
+
+# Pseudo sources of call (src_reg).
+BPF_PSEUDO_CALL = 1
+BPF_PSEUDO_KFUNC_CALL = 2
+
+# bpf_timer_start flags and clocks.
+BPF_F_TIMER_ABS = 1 << 0
+BPF_F_TIMER_CPU_PIN = 1 << 1
+CLOCK_REALTIME = 0
+CLOCK_MONOTONIC = 1
+CLOCK_BOOTTIME = 7
+CLOCK_TAI = 11
+
+# Ring buffer flags.
+BPF_RB_NO_WAKEUP = 1 << 0
+BPF_RB_FORCE_WAKEUP = 1 << 1
+BPF_RB_AVAIL_DATA = 0
+BPF_RB_RING_SIZE = 1
+BPF_RB_CONS_POS = 2
+BPF_RB_PROD_POS = 3
+BPF_RINGBUF_BUSY_BIT = 1 << 31
+BPF_RINGBUF_DISCARD_BIT = 1 << 30
+BPF_RINGBUF_HDR_SZ = 8
+
+# Kernel limits.
+MAX_BPF_STACK = 512
+MAX_CALL_FRAMES = 8
+MAX_TAIL_CALL_CNT = 33
+BPF_OBJ_NAME_LEN = 16
+BPF_MAX_LOOPS = 1 << 23
+
+# libbpf map pinning.
+LIBBPF_PIN_NONE = 0
+LIBBPF_PIN_BY_NAME = 1
+
+# XDP / TC verdicts.
+XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
+TC_ACT_OK, TC_ACT_SHOT = 0, 2
+
+# errno values the kernel returns (positive; helpers return their negation).
+EPERM = _errno.EPERM
+ENOENT = _errno.ENOENT
+ESRCH = _errno.ESRCH
+EINTR = _errno.EINTR
+E2BIG = _errno.E2BIG
+EBADF = _errno.EBADF
+EAGAIN = _errno.EAGAIN
+ENOMEM = _errno.ENOMEM
+EACCES = _errno.EACCES
+EFAULT = _errno.EFAULT
+EBUSY = _errno.EBUSY
+EEXIST = _errno.EEXIST
+EXDEV = _errno.EXDEV
+ENODEV = _errno.ENODEV
+EINVAL = _errno.EINVAL
+ENOSPC = _errno.ENOSPC
+ERANGE = _errno.ERANGE
+EDEADLK = _errno.EDEADLK
+ENAMETOOLONG = _errno.ENAMETOOLONG
+ENOSYS = _errno.ENOSYS
+ELOOP = _errno.ELOOP
+ENODATA = _errno.ENODATA
+EOVERFLOW = _errno.EOVERFLOW
+EOPNOTSUPP = _errno.EOPNOTSUPP
+ENOTSUPP = 524          # kernel-internal, leaks to user space from bpf(2)
+EPROTO = _errno.EPROTO
+ENOTCONN = _errno.ENOTCONN
+EMSGSIZE = _errno.EMSGSIZE
+EPROTONOSUPPORT = _errno.EPROTONOSUPPORT
+EAFNOSUPPORT = _errno.EAFNOSUPPORT
+EINPROGRESS = _errno.EINPROGRESS
+EALREADY = _errno.EALREADY
+ETIMEDOUT = _errno.ETIMEDOUT
+
+# Map types whose values may hold a bpf_timer (syscall.c: map_check_btf).
+TIMER_MAP_TYPES = frozenset({MapType.HASH, MapType.LRU_HASH, MapType.ARRAY})
+# Program types that may not use a map holding a timer (verifier.c: is_tracing_prog_type).
+TRACING_PROG_TYPES = frozenset({ProgType.KPROBE, ProgType.TRACEPOINT, ProgType.PERF_EVENT,
+                                ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE})
