@@ -33,7 +33,7 @@ class Region:
     """One mapped buffer.  `guards` are [lo, hi) byte ranges no program may touch (bpf_timer)."""
 
     __slots__ = ("rid", "base", "size", "buf", "view", "name", "kind", "writable", "guards", "owner",
-                 "_host")
+                 "access_hook", "_host")
 
     def __init__(self, rid: int, buf: bytearray, *, name: str, kind: str, writable: bool,
                  owner: Any, guards: tuple[tuple[int, int], ...]) -> None:
@@ -47,6 +47,10 @@ class Region:
         self.writable = writable
         self.owner = owner
         self.guards = guards
+        # ctx regions: `access_hook(off, size, write, value) -> int` replaces the plain access,
+        # the way the kernel's convert_ctx_access rewrites ctx loads (xdp_md.data is a u32
+        # field but loads a 64-bit pointer).  None for ordinary memory.
+        self.access_hook: Any = None
         self._host: Any = None
 
     @property
