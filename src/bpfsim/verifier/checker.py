@@ -22,6 +22,7 @@ from bpfsim.errors import VerifierError
 from bpfsim.isa.insn import Instruction
 from bpfsim.uapi import constants as C
 from bpfsim.uapi.helper_ids import HELPER_NAMES
+from bpfsim.uapi.helper_protos import HELPER_PROTOS
 from bpfsim.verifier.types import (
     CTX,
     FP,
@@ -446,10 +447,12 @@ class Checker:
         name = HELPER_NAMES.get(hid)
         if name is None:
             raise Reject(f"invalid func unknown#{hid}", C.EINVAL, pc)
+        proto = HELPER_PROTOS.get(hid)
+        # verifier.c: check_helper_call — the GPL check comes before the argument checks
+        if proto is not None and proto.gpl_only and not license_is_gpl_compatible(self.p.license):
+            raise Reject("cannot call GPL-restricted function from non-GPL compatible program",
+                         C.EINVAL, pc)
         if hid in TIMER_HELPERS:
-            if not license_is_gpl_compatible(self.p.license):
-                raise Reject("cannot call GPL-restricted function from non-GPL compatible program",
-                             C.EINVAL, pc)
             self._timer_args(st, regs, hid, pc)
         ret = UNKNOWN
         self._stack = st.frame.stack
