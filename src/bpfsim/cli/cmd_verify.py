@@ -1,0 +1,74 @@
+"""`bpfsim verify OBJ`: the verifier's verdict for each program, on the emulator or the kernel.
+
+Each program is loaded on its own (with every map of the object), so one rejected program
+does not hide the verdicts of the others.  Exit 1 when any program is rejected.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+import bpfsim
+from bpfsim.cli.main import exit_with
+from bpfsim.cli.options import emit_json
+from bpfsim.errors import VerifierError
+
+
+@click.command("verify")
+@click.argument("obj", type=click.Path(dir_okay=False))
+@click.option("--prog", "prog", metavar="NAME", help="Verify only this program.")
+@click.option("--log-level", type=click.IntRange(0, 2), default=0, show_default=True,
+              help="0: the verdict and error line; 1 and 2: the full log.")
+@click.option("--backend", type=click.Choice(["sim", "kernel"]), default="sim", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def command(obj: str, prog: str | None, log_level: int, backend: str, as_json: bool) -> None:
+    """Verify every program of OBJ (or --prog) and print each verdict."""
+    spec = bpfsim.load_spec(obj)
+    names = [prog] if prog else list(spec.programs)
+    if prog and prog not in spec.programs:
+        raise click.BadParameter(f"no program named {prog!r} (programs: {', '.join(spec.programs)})",
+                                 param_hint="--prog")
+    results = [verify_one(spec, name, backend) for name in names]
+    if as_json:
+        emit_json({"programs": results})
+    else:
+        for r in results:
+            verdict = r["verdict"]
+            click.echo(f"{r['name']}: {verdict}" + (f": {r['error']}" if r["error"] else ""))
+            if log_level and r["log"]:
+                click.echo("\n".join("  " + line for line in r["log"].rstrip("\n").splitlines()))
+    if any(r["verdict"] == "rejected" for r in results):
+        exit_with(1)
+
+
+def verify_one(spec: Any, name: str, backend: str) -> dict[str, Any]:
+    """Load `spec` with only program `name`; return its `verify --json` entry."""
+    one = spec.copy()
+    one.programs = {name: one.programs[name]}
+    prog_spec = one.programs[name]
+    entry: dict[str, Any] = {"name": name, "type": _type_name(prog_spec.type),
+                             "section": prog_spec.section, "verdict": "accepted", "error": None,
+                             "errno": None, "insn": None, "log": ""}
+    try:
+        if backend == "kernel":
+            import bpfsim.kernel
+
+            coll = bpfsim.kernel.load(one)
+        else:
+            coll = bpfsim.load(one)
+        with coll:
+            entry["log"] = str(getattr(coll.programs[name], "verifier_log", "") or "")
+    except VerifierError as exc:
+        entry.update(verdict="rejected", error=exc.message, errno=exc.errno, insn=exc.pc, log=exc.log)
+    return entry
+
+
+def _type_name(prog_type: int) -> str:
+    from bpfsim.uapi import ProgType
+
+    try:
+        return ProgType(prog_type).name.lower()
+    except ValueError:
+        return str(prog_type)
