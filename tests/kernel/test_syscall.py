@@ -93,10 +93,10 @@ def test_hash_map_ops(fds):
 
 @pytest.mark.kernel
 def test_prog_load_test_run_and_info(fds):
-    log = bytearray(1 << 16)
-    fd = sc.prog_load(6, RET2, "GPL", name="ret2", log=log, log_level=2)
+    log = sc.Log(1 << 16, level=2)
+    fd = sc.prog_load(6, RET2, "GPL", name="ret2", log=log)
     fds.append(fd)
-    assert b"processed 2 insns" in log
+    assert "processed 2 insns" in log.text and log.true_size == len(log.text) + 1
     r = sc.prog_test_run(fd, bytes(64), repeat=3)
     assert r.retval == 2 and r.data == bytes(64)
     info = sc.prog_get_info(fd)
@@ -109,11 +109,15 @@ def test_prog_load_test_run_and_info(fds):
 
 @pytest.mark.kernel
 def test_prog_load_failure_keeps_log():
-    log = bytearray(1 << 16)
+    log = sc.Log(1 << 16)
     with pytest.raises(KernelError) as e:
-        sc.prog_load(6, BAD, "GPL", log=log, log_level=1)
+        sc.prog_load(6, BAD, "GPL", log=log)
     assert e.value.errno == 13 and e.value.command == "BPF_PROG_LOAD"
-    assert b"R0 !read_ok" in log
+    assert "R0 !read_ok" in log.text
+    small = sc.Log(16)
+    with pytest.raises(KernelError) as e:
+        sc.prog_load(6, BAD, "GPL", log=small)
+    assert e.value.errno == 28 and small.true_size == log.true_size   # ENOSPC: the tail only
 
 
 @pytest.mark.kernel

@@ -134,11 +134,11 @@ def probe_prog_type(prog_type: int) -> bool:
            ProgType.CGROUP_SOCKOPT: AttachType.CGROUP_GETSOCKOPT,
            ProgType.SK_LOOKUP: AttachType.SK_LOOKUP,
            ProgType.NETFILTER: AttachType.NETFILTER}.get(prog_type, 0)
-    log = bytearray(4096)
+    log = sc.Log(4096)
     try:
-        fd = sc.prog_load(prog_type, _RET0, "GPL", log=log, log_level=1, expected_attach_type=eat)
+        fd = sc.prog_load(prog_type, _RET0, "GPL", log=log, expected_attach_type=eat)
     except KernelError as e:
-        return not (e.errno == 22 and not log.split(b"\0", 1)[0])
+        return not (e.errno == 22 and not log.text)
     sc.close(fd)
     return True
 
@@ -149,12 +149,12 @@ def probe_helper(prog_type: int, helper_id: int) -> bool:
     `libbpf_probe_bpf_helper`: the verifier says "invalid func" / "unknown func" otherwise."""
     call = bytes([0x85, 0, 0, 0]) + int(helper_id).to_bytes(4, "little", signed=True)
     insns = call + bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
-    log = bytearray(1 << 14)
+    log = sc.Log(1 << 14)
     try:
-        fd = sc.prog_load(prog_type, insns, "GPL", log=log, log_level=1)
+        fd = sc.prog_load(prog_type, insns, "GPL", log=log)
     except KernelError:
-        text = log.split(b"\0", 1)[0]
-        return b"invalid func " not in text and b"unknown func " not in text and bool(text)
+        text = log.text
+        return "invalid func " not in text and "unknown func " not in text and bool(text)
     sc.close(fd)
     return True
 

@@ -305,6 +305,29 @@ def map_freeze(fd: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Logs
+
+
+class Log:
+    """A log buffer for PROG_LOAD / BTF_LOAD: `level` (1 = the verifier's usual log, 2 = every
+    state), the buffer, and after the call `true_size`, the size the whole log needed
+    (the kernel writes it back since 6.4: `log_true_size`; the log keeps its *tail* when it
+    does not fit, and the call then fails with ENOSPC)."""
+
+    def __init__(self, size: int = 1 << 20, level: int = 1) -> None:
+        self.buf = bytearray(size)
+        self.level = level
+        self.true_size = 0
+
+    @property
+    def text(self) -> str:
+        return self.buf.split(b"\0", 1)[0].decode("utf-8", errors="replace")
+
+    def _c(self) -> ctypes.Array | None:
+        return (ctypes.c_char * len(self.buf)).from_buffer(self.buf) if self.buf else None
+
+
+# ---------------------------------------------------------------------------------------------
 # Programs
 
 
@@ -312,8 +335,8 @@ FUNC_INFO_REC_SIZE = 8    # struct bpf_func_info {insn_off, type_id}
 LINE_INFO_REC_SIZE = 16   # struct bpf_line_info {insn_off, file_name_off, line_off, line_col}
 
 
-def prog_load(prog_type: int, insns: bytes, license: str, *, log: bytearray | None = None,
-              log_level: int = 0, kern_version: int = 0, prog_flags: int = 0, name: str = "",
+def prog_load(prog_type: int, insns: bytes, license: str, *, log: Log | None = None,
+              kern_version: int = 0, prog_flags: int = 0, name: str = "",
               expected_attach_type: int = 0, prog_btf_fd: int = 0, func_info: bytes = b"",
               func_info_rec_size: int = FUNC_INFO_REC_SIZE, line_info: bytes = b"",
               line_info_rec_size: int = LINE_INFO_REC_SIZE, attach_btf_id: int = 0,
@@ -321,20 +344,20 @@ def prog_load(prog_type: int, insns: bytes, license: str, *, log: bytearray | No
               prog_ifindex: int = 0) -> int:
     """BPF_PROG_LOAD; returns the program fd.
 
-    `log`, when given with log_level > 0, receives the verifier log (NUL-terminated text, also
-    on failure: read it after catching KernelError).  EAGAIN is retried like libbpf's
+    `log`, when given, receives the verifier log (also on failure: read `log.text` after
+    catching KernelError).  EAGAIN is retried like libbpf's
     `sys_bpf_prog_load` (the verifier may return it under memory pressure).
     """
     ins = _cbuf(insns)
     lic = ctypes.create_string_buffer(license.encode("ascii", "replace"))
-    logbuf = (ctypes.c_char * len(log)).from_buffer(log) if log else None
+    logbuf = log._c() if log is not None else None
     fi = _cbuf(func_info) if func_info else None
     li = _cbuf(line_info) if line_info else None
     fda = (ctypes.c_int32 * len(fd_array))(*fd_array) if fd_array else None
     a = ProgLoadAttr(
         prog_type=prog_type, insn_cnt=len(insns) // 8, insns=_addr(ins), license=_addr(lic),
-        log_level=log_level if logbuf is not None else 0,
-        log_size=len(log) if logbuf is not None else 0, log_buf=_addr(logbuf),
+        log_level=log.level if logbuf is not None else 0,
+        log_size=len(log.buf) if logbuf is not None else 0, log_buf=_addr(logbuf),
         kern_version=kern_version, prog_flags=prog_flags, prog_name=_name(name),
         prog_ifindex=prog_ifindex, expected_attach_type=expected_attach_type,
         prog_btf_fd=prog_btf_fd,
@@ -343,13 +366,17 @@ def prog_load(prog_type: int, insns: bytes, license: str, *, log: bytearray | No
         line_info_rec_size=line_info_rec_size if li is not None else 0, line_info=_addr(li),
         line_info_cnt=len(line_info) // line_info_rec_size if li is not None else 0,
         attach_btf_id=attach_btf_id, attach_prog_fd=attach_prog_fd, fd_array=_addr(fda))
-    for attempt in range(5):
-        try:
-            return bpf(Cmd.PROG_LOAD, a)
-        except KernelError as e:
-            if e.errno != 11 or attempt == 4:  # EAGAIN
-                raise
-    raise AssertionError("unreachable")
+    try:
+        for attempt in range(5):
+            try:
+                return bpf(Cmd.PROG_LOAD, a)
+            except KernelError as e:
+                if e.errno != 11 or attempt == 4:  # EAGAIN
+                    raise
+        raise AssertionError("unreachable")
+    finally:
+        if log is not None:
+            log.true_size = int(a.log_true_size)
 
 
 @dataclass
@@ -447,14 +474,18 @@ def _pin_detail(path: str, err: int) -> str:
 # BTF
 
 
-def btf_load(data: bytes, *, log: bytearray | None = None, log_level: int = 0) -> int:
+def btf_load(data: bytes, *, log: Log | None = None) -> int:
     """BPF_BTF_LOAD; returns the BTF object fd.  `log` receives the BTF verifier's log."""
     b = _cbuf(data)
-    logbuf = (ctypes.c_char * len(log)).from_buffer(log) if log else None
+    logbuf = log._c() if log is not None else None
     a = BtfLoadAttr(btf=_addr(b), btf_size=len(data), btf_log_buf=_addr(logbuf),
-                    btf_log_size=len(log) if logbuf is not None else 0,
-                    btf_log_level=log_level if logbuf is not None else 0)
-    return bpf(Cmd.BTF_LOAD, a)
+                    btf_log_size=len(log.buf) if logbuf is not None else 0,
+                    btf_log_level=log.level if logbuf is not None else 0)
+    try:
+        return bpf(Cmd.BTF_LOAD, a)
+    finally:
+        if log is not None:
+            log.true_size = int(a.btf_log_true_size)
 
 
 # ---------------------------------------------------------------------------------------------
