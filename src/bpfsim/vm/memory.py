@@ -101,6 +101,13 @@ class AddressSpace:
     def regions(self) -> list[Region]:
         return list(self._regions.values())
 
+    @property
+    def region_table(self) -> dict[int, Region]:
+        """The live `region id -> Region` dict, for engines' inlined fast paths (a fast path
+        must still check bounds, `writable`, `guards` and `access_hook` exactly as `resolve`
+        does, and fall back to `resolve` otherwise).  Read-only by convention."""
+        return self._regions
+
     # -- lookup --------------------------------------------------------------------------------
     def find(self, addr: int) -> tuple[Region, int] | None:
         """The region containing `addr` and the offset in it, or None."""
