@@ -104,11 +104,11 @@ class KernelBackend(Backend):
 
     def __init__(self) -> None:
         import bpfsim.kernel as kernel
+        from bpfsim.kernel.tracefs import TraceReader
 
         self.k = kernel
         self.pin_root = f"/sys/fs/bpf/bpfsim-diff-{os.getpid()}"
-        self._trace = kernel.TraceReader() if hasattr(kernel, "TraceReader") else None
-        self._made_root = False
+        self._trace = TraceReader()
 
     def load(self, spec: Any) -> Any:
         return self.k.load(spec)
@@ -130,10 +130,7 @@ class KernelBackend(Backend):
         self.k.unpin(path)
 
     def trace(self) -> list[str]:
-        if self._trace is None:
-            return []
         return [trace_message(x) for x in self._trace.read()]
 
     def close(self) -> None:
-        if self._trace is not None:
-            self._trace.close()
+        self._trace.close()
