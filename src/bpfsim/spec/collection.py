@@ -54,6 +54,17 @@ class LineInfo:
 
 
 @dataclass
+class CoreRelo:
+    """A BTF.ext CO-RE relocation after linking: instruction slot `insn` accesses `access`
+    (e.g. "0:1:2") of local BTF type `type_id`; `kind` is enum bpf_core_relo_kind."""
+
+    insn: int
+    type_id: int
+    access: str
+    kind: int
+
+
+@dataclass
 class MapSpec:
     """A map as the object file describes it (BTF-defined `.maps`, global data, or inner template)."""
 
@@ -75,6 +86,9 @@ class MapSpec:
     freeze: bool = False           # `.rodata`: frozen after its contents are written
     section: str = ""              # ".maps", ".rodata", ".data", ".bss", ".rodata.str1.1", ...
     is_global_data: bool = False   # an internal map built from a data section
+    # The name BPF_MAP_CREATE gets (<= 15 chars): libbpf's internal_map_name() for global data
+    # ("<obj>.rodata", ".rodata.str1.1"), the truncated symbol name otherwise.
+    kernel_name: str = ""
 
     def copy(self) -> MapSpec:
         return copy.deepcopy(self)
@@ -107,6 +121,8 @@ class ProgramSpec:
     line_info: list[LineInfo] = field(default_factory=list)
     subprogram_starts: dict[str, int] = field(default_factory=dict)  # name -> slot, incl. entry 0
     btf_func_id: int = 0           # BTF FUNC id of the entry point (0 without BTF)
+    autoload: bool = True          # False for SEC("?...") (libbpf: bpf_program__set_autoload)
+    core_relos: list[CoreRelo] = field(default_factory=list)
 
     def copy(self) -> ProgramSpec:
         return copy.deepcopy(self)
@@ -173,6 +189,7 @@ class CollectionSpec:
     kernel_version: int = 0
     byteorder: str = "little"
     path: str = ""
+    name: str = ""                 # libbpf's object name: file name up to the first "."
 
     def __post_init__(self) -> None:
         for v in self.variables.values():
