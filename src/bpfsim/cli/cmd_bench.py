@@ -1,0 +1,113 @@
+"""`bpfsim bench`: time the bundled benchmark programs on the emulator and on the kernel, in one
+run, and report the ratio.
+
+Benchmarks are a command, not tests: tests check behaviour; this reports numbers measured side
+by side on the same machine at the same time.  Each program's return value is checked against
+the kernel's documented result (bench/README.md) so a fast wrong answer cannot pass unnoticed.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+import bpfsim
+from bpfsim.cli.options import emit_json
+
+# name -> expected retval on each packet (bench/README.md, measured on Linux 6.18)
+EXPECTED = {
+    "empty": {"pkt_64": 0, "pkt_1500": 0},
+    "parse_packet": {"pkt_64": 2176149347, "pkt_1500": 2176149347},
+    "fnv_packet": {"pkt_64": 481572483, "pkt_1500": 2942214908},
+    "loop_arith": {"pkt_64": 200082162, "pkt_1500": 200082162},
+    "hash_map": {"pkt_64": 4108211712, "pkt_1500": 4108211712},
+}
+
+
+def default_bench_dir() -> Path:
+    """bench/ of a source checkout (the benchmark objects are not part of the wheel)."""
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "bench" / "pkt_64.bin").exists():
+            return parent / "bench"
+    return Path("bench")
+
+
+@click.command("bench")
+@click.option("--dir", "bench_dir", type=click.Path(file_okay=False), default=None,
+              help="Directory with the benchmark objects and packets (default: ./bench).")
+@click.option("--only", multiple=True, help="Run only these programs (repeatable).")
+@click.option("--runs", type=click.IntRange(1, 100_000), default=5, show_default=True,
+              help="test_run repeats on the emulator (the kernel does 1000x as many).")
+@click.option("--backend", type=click.Choice(["both", "sim", "kernel"]), default="both", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def command(bench_dir: str | None, only: tuple[str, ...], runs: int, backend: str, as_json: bool) -> None:
+    """Time the benchmark programs on the emulator and the kernel; print ns/run and the ratio."""
+    base = Path(bench_dir) if bench_dir else default_bench_dir()
+    objects = _find_objects(base)
+    if not objects:
+        raise click.UsageError(f"no benchmark objects under {base} (expected NAME.bpf.o)")
+    rows = []
+    for name, obj in objects.items():
+        if only and name not in only:
+            continue
+        for pkt in ("pkt_64", "pkt_1500"):
+            data = (base / f"{pkt}.bin").read_bytes()
+            row: dict[str, Any] = {"program": name, "packet": pkt,
+                                   "expected": EXPECTED.get(name, {}).get(pkt)}
+            if backend in ("both", "sim"):
+                row["sim_ns"], row["sim_retval"], row["insns"] = _time_sim(obj, data, runs)
+            if backend in ("both", "kernel"):
+                row["kernel_ns"], row["kernel_retval"] = _time_kernel(obj, data, runs * 1000)
+            if row.get("sim_ns") and row.get("kernel_ns"):
+                row["ratio"] = row["sim_ns"] / max(row["kernel_ns"], 1)
+            rows.append(row)
+    if as_json:
+        emit_json({"results": rows})
+        return
+    click.echo(f"{'program':<14}{'packet':<10}{'insns':>9}{'sim ns/run':>14}{'kernel ns/run':>15}"
+               f"{'ratio':>10}  check")
+    for r in rows:
+        ok = all(r.get(k) in (None, r["expected"]) for k in ("sim_retval", "kernel_retval"))
+        click.echo(f"{r['program']:<14}{r['packet']:<10}{r.get('insns', ''):>9}"
+                   f"{_fmt(r.get('sim_ns')):>14}{_fmt(r.get('kernel_ns')):>15}"
+                   f"{(format(r['ratio'], ',.0f') + 'x') if 'ratio' in r else '':>10}  "
+                   f"{'ok' if ok else 'WRONG RESULT'}")
+
+
+def _fmt(v: Any) -> str:
+    return "" if v is None else f"{v:,.0f}"
+
+
+def _find_objects(base: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for sub in (base / "objects", base / "build", base):
+        for p in sorted(sub.glob("*.bpf.o")) if sub.is_dir() else []:
+            found.setdefault(p.name[: -len(".bpf.o")], p)
+    return found
+
+
+def _time_sim(obj: Path, data: bytes, runs: int) -> tuple[float, int, int | None]:
+    with bpfsim.load(obj) as coll:
+        prog = next(iter(coll.programs.values()))
+        prog.test_run(data=data)  # warm-up: engine binding, caches
+        start = time.perf_counter_ns()
+        result = prog.test_run(data=data, repeat=runs)
+        elapsed = time.perf_counter_ns() - start
+    return elapsed / runs, result.retval, getattr(result, "insns", None)
+
+
+def _time_kernel(obj: Path, data: bytes, runs: int) -> tuple[float | None, int | None]:
+    try:
+        import bpfsim.kernel
+
+        with bpfsim.kernel.load(obj) as coll:
+            prog = next(iter(coll.programs.values()))
+            result = prog.test_run(data=data, repeat=runs)
+        return float(result.duration_ns), result.retval
+    except bpfsim.BpfError as exc:
+        click.echo(f"kernel: {exc}", err=True)
+        return None, None
