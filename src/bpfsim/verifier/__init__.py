@@ -56,17 +56,12 @@ def map_info_from_spec(spec: Any, btf: Any, *, has_btf: bool | None = None) -> M
 
 
 def _special_offsets(btf: Any, value_type_id: int) -> tuple[int | None, int | None]:
-    """Offsets of the valid bpf_timer and bpf_spin_lock records (None when absent/invalid)."""
-    try:
-        record = btf.special_fields(value_type_id)
-    except Exception:  # noqa: BLE001 - an invalid record means "no usable fields"
-        return None, None
-    if record is None or getattr(record, "valid", True) is False:
-        return None, None
-    fields = getattr(record, "fields", record)
-    timer = [f.offset for f in fields if f.kind in ("bpf_timer", "timer", "BPF_TIMER")]
-    spin = [f.offset for f in fields if f.kind in ("bpf_spin_lock", "spin_lock", "BPF_SPIN_LOCK")]
-    return (timer[0] if len(timer) == 1 else None), (spin[0] if len(spin) == 1 else None)
+    """Offsets of the bpf_timer and bpf_spin_lock fields; `special_fields` is empty when the
+    kernel would reject the record (two timers...), which leaves the map without either."""
+    fields = btf.special_fields(value_type_id)
+    timer = [f.offset for f in fields if f.kind == "bpf_timer"]
+    spin = [f.offset for f in fields if f.kind == "bpf_spin_lock"]
+    return (timer[0] if timer else None), (spin[0] if spin else None)
 
 
 def verify(prog: ProgramSpec, maps: Mapping[str, MapInfo], *, btf: Any = None,
