@@ -1,0 +1,237 @@
+"""The disassembler: instructions -> text, byte for byte what `llvm-objdump-19 -d` prints.
+
+`format_insn` renders one instruction from the templates of `isa.opcodes` in one of three
+flavours: llvm-objdump's default text (`alu32=False`), its `--mcpu=v3`/`v4` text
+(`alu32=True`, 32-bit subregister syntax), or the round-trip text (`roundtrip=True`: llvm's
+alu32 syntax, except where it loses bits, e.g. `call local +0x3` for a BPF-to-BPF call that
+llvm prints as `call 0x3`), which `isa.asm.assemble` reads back to the same bytes.  It also
+renders the bpf_conformance dialect (`dialect="conformance"`).
+
+`listing` lays out llvm-objdump's whole `-d` output (file header, "Disassembly of section",
+`<func>:` headers, address and raw-byte columns, `<sym+0x..>` branch annotations, `-r`
+relocation lines, `-S`-style source lines) from sections the caller has already extracted:
+this module must not import ELF code, maps or helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bpfsim.errors import ParseError
+from bpfsim.isa.insn import INSN_SIZE, Instruction, decode_slots
+from bpfsim.isa.opcodes import OpSpec, lookup
+
+__all__ = ["Reloc", "SectionCode", "format_insn", "format_program", "listing", "spec_of"]
+
+UNKNOWN = "<unknown>"
+
+
+def spec_of(insn: Instruction) -> OpSpec | None:
+    """The opcode-table row of an instruction, or None if it is not a defined instruction."""
+    return lookup(insn.opcode, insn.src, insn.off, insn.imm, insn.dst)
+
+
+def _sx(v: int) -> str:
+    return hex(v)  # llvm prints signed hex: 0x5, -0x4
+
+
+def _rel(v: int) -> str:
+    return f"+{v:#x}" if v >= 0 else f"-{-v:#x}"
+
+
+def _imm64_signed(insn: Instruction) -> int:
+    v = insn.imm64 if insn.imm64 is not None else insn.imm & 0xFFFFFFFF
+    return v - (1 << 64) if v >> 63 else v
+
+
+def _render(tmpl: str, insn: Instruction, dialect: str, target: Callable[[int], str] | None) -> str:
+    """Fill a template's placeholders with the instruction's fields."""
+    out = tmpl
+    if "{" not in out:
+        return out
+    conf = dialect == "conformance"
+    vals: dict[str, str] = {}
+    if conf:
+        vals["d"] = f"%r{insn.dst}"
+        vals["s"] = f"%r{insn.src}"
+        o = f"+{insn.off}" if insn.off >= 0 else str(insn.off)
+        vals["md"] = f"[%r{insn.dst}{o}]"
+        vals["ms"] = f"[%r{insn.src}{o}]"
+        vals["imm"] = str(insn.imm)
+        vals["imm64"] = f"{insn.imm64 if insn.imm64 is not None else insn.imm & 0xFFFFFFFF:#x}"
+        vals["koff"] = str(insn.off)
+        vals["asc"] = f"{(insn.imm >> 16) & 0xFFFF}, {insn.imm & 0xFFFF}"
+    else:
+        vals["d"] = str(insn.dst)
+        vals["s"] = str(insn.src)
+        vals["imm"] = _sx(insn.imm)
+        vals["lo"] = f"{insn.imm & 0xFFFFFFFF:#x}"  # ld_pseudo prints the low word unsigned
+        vals["imm64"] = _sx(_imm64_signed(insn))
+        vals["off"] = f"+ {insn.off:#x}" if insn.off >= 0 else f"- {-insn.off:#x}"
+        vals["koff"] = _sx(insn.off)
+        vals["asc"] = f"{(insn.imm >> 16) & 0xFFFF:#x}, {insn.imm & 0xFFFF:#x}"
+    for key, rel in (("tgt", insn.off), ("tgt32", insn.imm)):
+        if "{" + key + "}" in out:
+            vals[key] = target(rel) if target else (f"{rel:+d}" if conf else _rel(rel))
+    for k, v in vals.items():
+        out = out.replace("{" + k + "}", v)
+    return out
+
+
+def _template(spec: OpSpec, dialect: str, alu32: bool, roundtrip: bool) -> str | None:
+    if dialect == "conformance":
+        return spec.conf
+    if roundtrip:
+        return spec.llvm_rt or spec.llvm32 or spec.llvm
+    if alu32:
+        return spec.llvm32 or spec.llvm
+    return spec.llvm
+
+
+def format_insn(insn: Instruction, *, alu32: bool = False, roundtrip: bool = False,
+                dialect: str = "llvm", target: Callable[[int], str] | None = None) -> str:
+    """The text of one instruction (a lddw head carries its full constant in `imm64`).
+
+    `target(rel)`, if given, renders a pc-relative branch target (a label, or llvm-objdump's
+    `+0x3 <f+0x20>`).  An undefined instruction prints as llvm does, `<unknown>`; in the
+    conformance dialect and in round-trip mode it raises ParseError because it has no text
+    that would assemble back.
+    """
+    if insn.lddw_tail:
+        raise ParseError("the second slot of a lddw has no text of its own")
+    spec = spec_of(insn)
+    tmpl = _template(spec, dialect, alu32, roundtrip) if spec else None
+    if tmpl is None:
+        if dialect == "conformance" or roundtrip:
+            raise ParseError(f"undefined instruction {insn.encode().hex(' ')} has no assembly text")
+        return UNKNOWN
+    return _render(tmpl, insn, dialect, target)
+
+
+def format_program(insns: Sequence[Instruction], *, dialect: str = "llvm", alu32: bool = True,
+                   roundtrip: bool = True, labels: bool = False) -> str:
+    """A whole program as assembly text, one instruction per line, that `assemble` reads back
+    to the same slots.  With `labels=True`, branch targets become `L<pc>:` labels."""
+    names: dict[int, str] = {}
+    if labels:
+        for pc, ins in enumerate(insns):
+            spec = None if ins.lddw_tail else spec_of(ins)
+            if spec and spec.jump_field:
+                rel = ins.off if spec.jump_field == "off" else ins.imm
+                names.setdefault(pc + 1 + rel, f"L{pc + 1 + rel}")
+    lines: list[str] = []
+    for pc, ins in enumerate(insns):
+        if pc in names:
+            lines.append(f"{names[pc]}:")
+        if ins.lddw_tail:
+            continue
+        tgt = (lambda rel, pc=pc: names[pc + 1 + rel]) if labels else None
+        lines.append(format_insn(ins, alu32=alu32, roundtrip=roundtrip, dialect=dialect, target=tgt))
+    if labels and len(insns) in names:
+        lines.append(f"{names[len(insns)]}:")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# llvm-objdump -d listing
+
+@dataclass(frozen=True)
+class Reloc:
+    """One relocation as `llvm-objdump -r` prints it: byte offset, type name, symbol name."""
+
+    offset: int
+    type_name: str
+    symbol: str
+    addend: int | None = None
+
+
+@dataclass
+class SectionCode:
+    """An executable section, already extracted from the object by the caller.
+
+    `symbols` maps a byte offset to the names defined there (llvm-objdump prints one `<name>:`
+    header per offset, the last name in symbol-table order); `lines` maps a byte offset to
+    the source lines to print before that instruction (`-S`).
+    """
+
+    name: str
+    data: bytes
+    symbols: Mapping[int, Sequence[str]] = field(default_factory=dict)
+    relocs: Sequence[Reloc] = ()
+    lines: Mapping[int, Sequence[str]] = field(default_factory=dict)
+
+
+def _bytes_col(raw: bytes) -> str:
+    return " ".join(f"{b:02x}" for b in raw)
+
+
+def _annotation(target_addr: int, syms: list[tuple[int, str]]) -> str:
+    """llvm-objdump's `<sym+0xoff>`: the last symbol at or below the (unsigned 64-bit) target."""
+    target_addr &= (1 << 64) - 1
+    best: tuple[int, str] | None = None
+    for addr, name in syms:
+        if addr <= target_addr and (best is None or addr >= best[0]):
+            best = (addr, name)
+    if best is None:
+        return ""
+    d = target_addr - best[0]
+    return f" <{best[1]}>" if d == 0 else f" <{best[1]}+{d:#x}>"
+
+
+def listing(filename: str, sections: Sequence[SectionCode], *, alu32: bool = False,
+            show_relocs: bool = False, byteorder: str = "little") -> str:
+    """The full text of `llvm-objdump-19 -d [-r] FILE` (with `--mcpu=v3` when alu32)."""
+    fmt = "elf64-bpf" if byteorder == "little" else "elf64-bpf"
+    out = [f"\n{filename}:\tfile format {fmt}\n"]
+    for sec in sections:
+        out.append(f"\nDisassembly of section {sec.name}:\n")
+        insns = _decode_loose(sec.data, byteorder)
+        syms = sorted(((a, names[-1]) for a, names in sec.symbols.items() if names), key=lambda x: x[0])
+        if not syms or syms[0][0] != 0:
+            syms.insert(0, (0, sec.name))
+        sym_at = dict(syms)
+        relocs: dict[int, list[Reloc]] = {}
+        for r in sec.relocs:
+            relocs.setdefault(r.offset - r.offset % INSN_SIZE, []).append(r)
+        pc = 0
+        while pc < len(insns):
+            addr = pc * INSN_SIZE
+            if addr in sym_at:
+                out.append(f"\n{addr:016x} <{sym_at[addr]}>:\n")
+            for src_line in sec.lines.get(addr, ()):
+                out.append(f"; {src_line}\n")
+            ins = insns[pc]
+            nslots = 2 if (ins.opcode == 0x18 and pc + 1 < len(insns)) else 1
+            raw = sec.data[addr:addr + nslots * INSN_SIZE]
+
+            def tgt(rel: int, pc: int = pc, syms: list[tuple[int, str]] = syms) -> str:
+                return _rel(rel) + _annotation((pc + 1 + rel) * INSN_SIZE, syms)
+
+            text = format_insn(ins, alu32=alu32, target=tgt)
+            out.append(f"{pc:8d}:\t{_bytes_col(raw)}\t{text}\n")
+            for k in range(nslots):
+                for r in relocs.get(addr + k * INSN_SIZE, ()):
+                    if show_relocs:
+                        add = "" if not r.addend else f"{r.addend:+#x}"
+                        out.append(f"\t\t{r.offset:016x}:  {r.type_name}\t{r.symbol}{add}\n")
+            pc += nslots
+    return "".join(out)
+
+
+def _decode_loose(data: bytes, byteorder: str) -> list[Instruction]:
+    """Slots for the listing: like decode_slots, but a trailing partial slot or a lddw cut in
+    half is shown, not refused (llvm-objdump prints what is there)."""
+    n = len(data) - len(data) % INSN_SIZE
+    try:
+        return decode_slots(data[:n], byteorder)
+    except ParseError:  # a lddw head in the last slot
+        slots = decode_slots(data[:n - INSN_SIZE], byteorder) if n > INSN_SIZE else []
+        last = Instruction.__new__(Instruction)
+        import struct
+
+        fmt = "<BBhi" if byteorder == "little" else ">BBhi"
+        opc, regs, off, imm = struct.unpack_from(fmt, data, n - INSN_SIZE)
+        dst, src = (regs & 0xF, regs >> 4) if byteorder == "little" else (regs >> 4, regs & 0xF)
+        last = Instruction(0xFF, dst, src, off, imm)  # no valid form: prints <unknown>
+        return [*slots, last]

@@ -1,0 +1,169 @@
+"""Structural checks of a program: is every slot a defined instruction with legal fields, and
+is the control flow closed?  Every problem is a ParseError naming the instruction index.
+
+These are the checks the kernel makes before any data-flow analysis (verifier.c:
+`resolve_pseudo_ldimm64`, `check_subprogs`, `do_check`'s "reserved fields" and "unknown
+opcode" messages) and what any engine needs to run a program safely.  Which forms exist and
+which fields are fixed comes from `isa.opcodes`; this module adds only the rules that are not
+a property of one row (registers, lddw pairing, jump targets, falling off the end).
+
+Must not import ELF, maps or helpers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bpfsim.errors import ParseError
+from bpfsim.isa.insn import Instruction, decode_slots
+from bpfsim.isa.opcodes import (
+    BPF_ALU,
+    BPF_ALU64,
+    BPF_CMPXCHG,
+    BPF_LDX,
+    BPF_LOAD_ACQ,
+    BPF_STX,
+    FP,
+    MAX_REG,
+    OpSpec,
+    candidates,
+    lookup,
+)
+
+__all__ = ["decode_program", "describe_invalid", "validate"]
+
+_FIELDS = ("dst", "src", "off", "imm")
+
+
+def _field(insn: Instruction, name: str) -> int:
+    return int(getattr(insn, name))
+
+
+def describe_invalid(insn: Instruction) -> str:
+    """Why an instruction matches no row of the table (the closest rows' first bad field)."""
+    rows = candidates(insn.opcode)
+    if not rows:
+        return f"unknown opcode {insn.opcode:#04x}"
+    # the row that agrees on the most fixed fields tells the user what is wrong
+    def score(s: OpSpec) -> int:
+        return sum(_field(insn, k) == v for k, v in s.fixed)
+
+    best = max(rows, key=score)
+    for k, v in best.fixed:
+        got = _field(insn, k)
+        if got != v:
+            if len({dict(r.fixed).get(k) for r in rows}) > 1 and score(best) == len(best.fixed) - 1:
+                vals = sorted({dict(r.fixed)[k] for r in rows if k in dict(r.fixed)})
+                return (f"opcode {insn.opcode:#04x}: invalid {k} {got:#x} "
+                        f"(expected one of {', '.join(hex(x) for x in vals)})")
+            return f"{best.name}: reserved field {k} is {got:#x}, must be {v:#x}"
+    return f"opcode {insn.opcode:#04x}: invalid fields"  # pragma: no cover - lookup would match
+
+
+def _unused_fields_zero(spec: OpSpec, insn: Instruction, pc: int) -> None:
+    """Fields that are neither operands nor fixed must be 0 ("uses reserved fields")."""
+    fixed = {k for k, _ in spec.fixed}
+    for name in _FIELDS:
+        if name in fixed or name in spec.operands:
+            continue
+        if _field(insn, name) != 0:
+            raise ParseError(f"{spec.name}: reserved field {name} is {_field(insn, name):#x}, must be 0",
+                             insn=pc)
+
+
+def _check_regs(spec: OpSpec, insn: Instruction, pc: int) -> None:
+    for name in ("dst", "src"):
+        r = _field(insn, name)
+        if r > MAX_REG:
+            raise ParseError(f"{spec.name}: invalid register r{r} in {name}", insn=pc)
+    # verifier.c: check_reg_arg "frame pointer is read only".  A store's dst is a base
+    # address, not a written register; load-acquire writes dst, fetch atomics write src.
+    cls, imm = spec.cls, spec.fixed_value("imm")
+    writes_dst = cls in (BPF_ALU, BPF_ALU64, BPF_LDX) or spec.is_lddw or (
+        cls == BPF_STX and imm == BPF_LOAD_ACQ)
+    writes_src = cls == BPF_STX and imm is not None and imm < BPF_LOAD_ACQ and bool(imm & 0x01) \
+        and imm != BPF_CMPXCHG
+    if (writes_dst and insn.dst == FP) or (writes_src and insn.src == FP):
+        raise ParseError(f"{spec.name}: frame pointer r10 is read only", insn=pc)
+
+
+def _check_special(spec: OpSpec, insn: Instruction, pc: int) -> None:
+    if spec.name == "addr_space_cast" and insn.imm not in (1, 1 << 16):
+        # verifier.c: check_alu_op "addr_space_cast insn can only convert between
+        # address space 1 and 0"
+        raise ParseError(f"addr_space_cast: invalid address spaces imm {insn.imm:#x} "
+                         "(only 1 -> 0 and 0 -> 1)", insn=pc)
+
+
+def validate(insns: Sequence[Instruction]) -> None:
+    """Raise ParseError (with `insn=` index) for the first structural problem, else return.
+
+    Checks: defined opcode and legal fixed fields, reserved fields zero, registers r0-r10,
+    no write to r10, lddw followed by a zero second slot, jump targets inside the program and
+    not into the second slot of a lddw, and that the last instruction cannot fall off the end
+    (it must be `exit` or an unconditional jump).
+    """
+    n = len(insns)
+    if n == 0:
+        raise ParseError("empty program", insn=0)
+    tails: set[int] = set()
+    specs: list[OpSpec | None] = []
+    pc = 0
+    while pc < n:
+        insn = insns[pc]
+        if insn.lddw_tail:  # a tail right after its head is skipped below
+            raise ParseError("lddw second slot without a first", insn=pc)
+        spec = lookup(insn.opcode, insn.src, insn.off, insn.imm, insn.dst)
+        if spec is None:
+            raise ParseError(describe_invalid(insn), insn=pc)
+        _unused_fields_zero(spec, insn, pc)
+        _check_regs(spec, insn, pc)
+        _check_special(spec, insn, pc)
+        specs.append(spec)
+        if spec.is_lddw:
+            if pc + 1 >= n:
+                raise ParseError("truncated lddw: missing second slot", insn=pc)
+            tail = insns[pc + 1]
+            # verifier.c: resolve_pseudo_ldimm64 "invalid bpf_ld_imm64 insn"
+            if tail.opcode or tail.dst or tail.src or tail.off:
+                raise ParseError("invalid lddw: second slot must have opcode, registers and "
+                                 "offset 0", insn=pc + 1)
+            # ... "unrecognized bpf_ld_imm64 insn": map fd/idx take no value offset
+            if spec.name in ("lddw_map_fd", "lddw_map_idx") and tail.imm:
+                raise ParseError(f"{spec.name}: second slot imm must be 0", insn=pc + 1)
+            tails.add(pc + 1)
+            specs.append(None)
+            pc += 2
+            continue
+        pc += 1
+
+    for pc, spec in enumerate(specs):
+        if spec is None:
+            continue
+        insn = insns[pc]
+        field = spec.jump_field
+        if field is None:
+            continue
+        rel = insn.off if field == "off" else insn.imm
+        tgt = pc + 1 + rel
+        what = "call" if spec.name == "call local" else "jump"
+        if not 0 <= tgt < n:
+            raise ParseError(f"{what} out of range from insn {pc} to {tgt}", insn=pc)
+        if tgt in tails:
+            raise ParseError(f"{what} into the middle of lddw from insn {pc} to {tgt}", insn=pc)
+
+    last = n - 1
+    while last in tails:
+        last -= 1
+    spec = specs[last]
+    assert spec is not None
+    if spec.name not in ("exit", "ja", "ja32", "gotox"):
+        # verifier.c: check_subprogs "last insn is not an exit or jmp"
+        raise ParseError("last insn is not an exit or jmp", insn=last)
+
+
+def decode_program(data: bytes, byteorder: str = "little") -> list[Instruction]:
+    """Decode raw bytecode into one Instruction per slot and validate it."""
+    insns = decode_slots(data, byteorder)
+    validate(insns)
+    return insns
