@@ -6,10 +6,11 @@ runner).  Must not import `runtime`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from bpfsim.isa.insn import Instruction
     from bpfsim.vm.memory import AddressSpace
 
 # Function pointers (lddw BPF_PSEUDO_FUNC) live in a region id that is never mapped.
@@ -45,9 +46,22 @@ Helper = Callable[..., int]          # fn(env, r1, r2, r3, r4, r5) -> int
 HelperTable = Mapping[int, Helper]   # helper id -> implementation
 
 
+class TailCallTarget(Protocol):
+    """What `TailCall.target` must offer (the runtime's Program object, typically).
+
+    The VM runs `insns` (one Instruction per slot, map addresses already in the lddw imm64s);
+    if the target also has an `engine` attribute bound to the same AddressSpace, that engine's
+    pre-decoded code is reused.  After the switch `ExecEnv.program` is the target."""
+
+    name: str
+    insns: Sequence[Instruction]
+
+
 class TailCall(Exception):  # noqa: N818  (a control-flow signal, not an error)
-    """Raised by bpf_tail_call to replace the running program with `target` (an engine-bound
-    program the VM can run); the VM keeps r1 (ctx) and resets the frame, as the kernel does."""
+    """Raised by bpf_tail_call to replace the running program with `target` (a
+    `TailCallTarget`); the VM keeps r1 (ctx) and gives the target a fresh stack frame, as the
+    kernel does.  After MAX_TAIL_CALL_CNT (33) tail calls in one run the call falls through
+    (execution continues after the helper call, r0 unchanged)."""
 
     def __init__(self, target: Any) -> None:
         super().__init__()

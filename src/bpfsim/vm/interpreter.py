@@ -69,7 +69,7 @@ def _factory(key: tuple, source: str) -> Callable[..., Callable[[list[int]], int
 
 
 def _alu_factory(opcode: int, off: int, imm: int) -> Callable[..., Callable[[list[int]], int]] | None:
-    is_end = opcode & 0xF0 == sem.END
+    is_end = opcode & 0xF0 == sem.END   # only ALU classes come here
     key = ("alu", opcode, off, imm if is_end else None)
     if key in _FACTORIES:
         return _FACTORIES[key]

@@ -191,8 +191,9 @@ def operand_exprs(opcode: int, dst_reg: str, src_reg: str, imm: int) -> tuple[st
     """(d, s) operand expressions for a dst register expression and src register expression
     (e.g. "R[3]"), truncated to the width of the instruction's class."""
     narrow = opcode & 7 in (ALU, JMP32)
-    d = f"({dst_reg} & 0xFFFFFFFF)" if narrow and opcode & 0xF0 != END else dst_reg
-    if opcode & SRC_X and opcode & 0xF0 != END:
+    is_end = opcode & 7 in (ALU, ALU64) and opcode & 0xF0 == END   # END takes the full register
+    d = f"({dst_reg} & 0xFFFFFFFF)" if narrow and not is_end else dst_reg
+    if opcode & SRC_X and not is_end:
         s = f"({src_reg} & 0xFFFFFFFF)" if narrow else src_reg
     else:
         s = str(imm_operand(opcode, imm))
