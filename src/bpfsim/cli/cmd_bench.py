@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 import bpfsim
+import bpfsim.kernel
 from bpfsim.cli.options import emit_json
 
 # name -> expected retval on each packet (bench/README.md, measured on Linux 6.18)
@@ -102,8 +103,6 @@ def _time_sim(obj: Path, data: bytes, runs: int) -> tuple[float, int, int | None
 
 def _time_kernel(obj: Path, data: bytes, runs: int) -> tuple[float | None, int | None]:
     try:
-        import bpfsim.kernel
-
         with bpfsim.kernel.load(obj) as coll:
             prog = next(iter(coll.programs.values()))
             result = prog.test_run(data=data, repeat=runs)

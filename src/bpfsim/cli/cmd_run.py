@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 import bpfsim
+import bpfsim.kernel
 from bpfsim.cli.options import choose_program, emit_json, read_bytes, run_options
 from bpfsim.units import NSEC_PER_SEC
 
@@ -44,8 +45,6 @@ def run_once(spec: Any, name: str, data: bytes | None, ctx: bytes | None, repeat
              advance: int | None, clock: str, backend: str) -> dict[str, Any]:
     """Run `name` of `spec` on one backend; return the `run --json` document."""
     if backend == "kernel":
-        import bpfsim.kernel
-
         coll = bpfsim.kernel.load(spec)
         rt = None
     else:

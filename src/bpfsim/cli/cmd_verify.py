@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 import bpfsim
+import bpfsim.kernel
 from bpfsim.cli.main import exit_with
 from bpfsim.cli.options import emit_json
 from bpfsim.errors import VerifierError
@@ -53,8 +54,6 @@ def verify_one(spec: Any, name: str, backend: str) -> dict[str, Any]:
                              "errno": None, "insn": None, "log": ""}
     try:
         if backend == "kernel":
-            import bpfsim.kernel
-
             coll = bpfsim.kernel.load(one)
         else:
             coll = bpfsim.load(one)
