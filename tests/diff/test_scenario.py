@@ -1,0 +1,47 @@
+"""Scenario parsing and observation comparison (no kernel needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bpfsim.diff import parse_scenario
+from bpfsim.diff.compare import compare_observations, normalise_dump
+from bpfsim.errors import UsageError
+
+
+def test_parse_all_step_kinds() -> None:
+    sc = parse_scenario({"steps": [
+        {"run": {"prog": "p", "data": "hex:00ff"}},
+        {"advance": "50ms"},
+        {"map_update": {"map": "m", "key": 1, "value": 2}},
+        {"map_delete": {"map": "m", "key": 1}},
+        {"pin_prog": {"prog": "p", "path": "x"}},
+        {"close": "collection"},
+        {"run_pinned": {"path": "x"}},
+        {"unpin": "x"},
+        "dump",
+    ]})
+    kinds = [s.kind for s in sc.steps]
+    assert kinds == ["run", "advance", "map_update", "map_delete", "pin_prog", "close", "run_pinned",
+                     "unpin", "dump"]
+    assert sc.steps[1].args == {"ns": 50_000_000}
+
+
+@pytest.mark.parametrize("doc", [
+    {}, {"steps": []}, {"steps": [{"explode": {}}]}, {"steps": [{"run": 3}]},
+    {"steps": [{"advance": "soon"}]}, {"steps": [{"run": {}, "advance": "1s"}]},
+])
+def test_bad_scenarios_are_usage_errors(doc: object) -> None:
+    with pytest.raises(UsageError):
+        parse_scenario(doc)
+
+
+def test_hash_dumps_compare_in_key_order() -> None:
+    a = [{"key": ["0x02"], "value": ["0x01"]}, {"key": ["0x01"], "value": ["0x01"]}]
+    assert normalise_dump(a) == normalise_dump(list(reversed(a)))
+    assert compare_observations("s", {"maps": {"m": a}}, {"maps": {"m": list(reversed(a))}}) == []
+
+
+def test_differences_name_the_step_and_field() -> None:
+    diffs = compare_observations("1: run", {"retval": 0, "trace": ["x"]}, {"retval": 1, "trace": ["x"]})
+    assert [(d.step, d.what, d.sim, d.kernel) for d in diffs] == [("1: run", "retval", 0, 1)]
