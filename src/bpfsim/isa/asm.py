@@ -250,7 +250,7 @@ def _llvm_templates(spec: OpSpec) -> list[str]:
     """The texts one form may take: round-trip form first (it wins ambiguities), then
     llvm-objdump's with and without --mcpu=v3."""
     out: list[str] = []
-    for t in (spec.llvm_rt, spec.llvm32, spec.llvm):
+    for t in (spec.llvm_rt, spec.llvm32, spec.llvm, *spec.llvm_alt):
         if t and t not in out:
             out.append(t)
     return out
@@ -360,6 +360,8 @@ def assemble(text: str, dialect: str = "auto") -> list[Instruction]:
         s = _strip_comment(raw, dialect)
         if not s:
             continue
+        if s.startswith(".") and not s.endswith(":"):
+            continue  # an assembler directive (.text, .globl f, .type f,@function)
         m = _LABEL.match(s)
         if m and not _LISTING.match(s):
             name = m.group(1)

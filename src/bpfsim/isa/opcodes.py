@@ -53,6 +53,7 @@ class OpSpec:
     `<unknown>`), `llvm32` the text under `--mcpu=v3`/`v4` (alu32 subregister syntax) when it
     differs, `llvm_rt` the round-trip text (`disasm(..., roundtrip=True)`) when llvm's text
     loses bits or does not exist (a local call prints as `call 0x5` like a helper call).
+    `llvm_alt` lists further llvm-mc texts the assembler accepts (`call LABEL`).
     `conf` is the bpf_conformance dialect, with `aliases` accepted by the assembler.
     """
 
@@ -62,6 +63,7 @@ class OpSpec:
     llvm: str | None
     llvm32: str | None = None
     llvm_rt: str | None = None
+    llvm_alt: tuple[str, ...] = ()
     fixed: tuple[tuple[str, int], ...] = ()
     cpu: int = 1
     group: str = "base64"
@@ -211,8 +213,10 @@ def _build() -> tuple[OpSpec, ...]:
             add(OpSpec(f"lock {name}{sfx}", opc, f"lock {name}{sfx} {{md}}, {{s}}", dflt,
                        plain32 if sz == "w" else None, fixed=(("imm", op),), cpu=3, group=grp))
             fetch = f"{r}{{s}} = atomic_fetch_{name}(({ut} *)(r{{d}} {{off}}), {r}{{s}})"
+            # ... and its XADDW ignores the fetch bit: fetch-add32 prints as a plain add.
+            dflt = fetch if sz == "dw" else (plain64 if op == BPF_ADD else None)
             add(OpSpec(f"lock fetch {name}{sfx}", opc, f"lock fetch {name}{sfx} {{md}}, {{s}}",
-                       fetch if sz == "dw" else None, fetch if sz == "w" else None,
+                       dflt, fetch if sz == "w" else None,
                        fixed=(("imm", op | BPF_FETCH),), cpu=3, group=grp))
         xchg = f"{r}{{s}} = xchg{'32' if sfx else ''}_{'32' if sfx else '64'}(r{{d}} {{off}}, {r}{{s}})"
         add(OpSpec(f"lock xchg{sfx}", opc, f"lock xchg{sfx} {{md}}, {{s}}",
@@ -261,7 +265,7 @@ def _build() -> tuple[OpSpec, ...]:
     add(OpSpec("call", BPF_JMP | BPF_CALL, "call {imm}", "call {imm}",
                llvm_rt="call {imm}", fixed=(("dst", 0), ("src", 0), ("off", 0)), aliases=("call helper",)))
     add(OpSpec("call local", BPF_JMP | BPF_CALL, "call local {tgt32}", "call {imm}",
-               llvm_rt="call local {tgt32}",
+               llvm_rt="call local {tgt32}", llvm_alt=("call {tgt32}",),
                fixed=(("dst", 0), ("src", BPF_PSEUDO_CALL), ("off", 0)), cpu=3))
     add(OpSpec("call runtime", BPF_JMP | BPF_CALL, "call runtime {imm}, {koff}", "call {imm}",
                llvm_rt="call kfunc {imm}, {koff}",
