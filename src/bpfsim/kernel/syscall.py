@@ -598,7 +598,22 @@ def obj_kind(fd: int) -> str:
         target = os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return "unknown"
-    for kind in ("map", "prog", "btf", "link"):
-        if target == f"anon_inode:bpf-{kind}" or target == f"anon_inode:bpf_{kind}":
-            return kind
-    return "unknown"
+    # anon_inode names: syscall.c "bpf-map", "bpf-prog", "bpf_link"; btf.c "btf".
+    names = {"anon_inode:bpf-map": "map", "anon_inode:bpf-prog": "prog", "anon_inode:btf": "btf",
+             "anon_inode:bpf_link": "link", "anon_inode:bpf-link": "link"}
+    return names.get(target, "unknown")
+
+
+class BtfInfoStruct(ctypes.Structure):
+    """`struct bpf_btf_info`."""
+
+    _fields_ = [("btf", _u64), ("btf_size", _u32), ("id", _u32), ("name", _u64),
+                ("name_len", _u32), ("kernel_btf", _u32)]
+
+
+def btf_get_data(fd: int) -> bytes:
+    """The raw BTF blob of a BTF object (two OBJ_GET_INFO_BY_FD calls: size, then data)."""
+    s = _info(fd, BtfInfoStruct())
+    buf = (ctypes.c_char * max(s.btf_size, 1))()
+    _info(fd, BtfInfoStruct(btf=ctypes.addressof(buf), btf_size=s.btf_size))
+    return bytes(buf)[: s.btf_size]

@@ -1,0 +1,99 @@
+"""`KernelProgram`: a loaded program in the real kernel (one fd), run with BPF_PROG_TEST_RUN.
+
+Job: the emulator `Program`'s user interface -- `test_run(data=, ctx=, repeat=)` returning the
+same result type, `pin`, `close`, `fd`, `id` -- for a kernel program.
+Must not call bpf(2) itself (only `kernel.syscall` does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from bpfsim.errors import KernelError, PinError, UsageError
+from bpfsim.kernel import syscall as sc
+from bpfsim.uapi.constants import ProgType
+
+
+def _ctx_bytes(prog_type: int, ctx: bytes | dict | None) -> bytes | None:
+    if ctx is None or isinstance(ctx, (bytes, bytearray)):
+        return bytes(ctx) if ctx is not None else None
+    raise UsageError("ctx as a dict needs the emulator's context layouts (not wired yet)")
+
+
+class KernelProgram:
+    """A program the kernel accepted.  `spec` is the ProgramSpec it was loaded from (or None
+    for a handle from `get_pinned`)."""
+
+    def __init__(self, fd: int, *, name: str, prog_type: int, spec: Any = None,
+                 verifier_log: str = "") -> None:
+        self.fd = fd
+        self.name = name
+        self.type = prog_type
+        self.spec = spec
+        self.verifier_log = verifier_log
+
+    @classmethod
+    def from_fd(cls, fd: int, name: str | None = None) -> KernelProgram:
+        info = sc.prog_get_info(fd)
+        return cls(fd, name=name if name is not None else info.name, prog_type=info.type)
+
+    def _fd(self) -> int:
+        if self.fd < 0:
+            raise UsageError(f"program '{self.name}' handle is closed")
+        return self.fd
+
+    @property
+    def closed(self) -> bool:
+        return self.fd < 0
+
+    @property
+    def id(self) -> int:
+        return sc.prog_get_info(self._fd()).id
+
+    def info(self) -> sc.ProgInfo:
+        """The kernel's `bpf_prog_info` (tag, xlated length, verified insns, map ids...)."""
+        return sc.prog_get_info(self._fd())
+
+    def __repr__(self) -> str:
+        kind = ProgType(self.type).name if self.type in ProgType._value2member_map_ else self.type
+        return f"<KernelProgram {self.name!r} {kind} fd={self.fd}>"
+
+    def test_run(self, data: bytes = b"", *, ctx: bytes | dict | None = None, repeat: int = 1,
+                 cpu: int | None = None, flags: int = 0, data_size_out: int | None = None) -> Any:
+        """BPF_PROG_TEST_RUN.  `ctx` may be bytes or a dict of context fields (encoded with the
+        emulator's context layouts, so both backends accept the same arguments).  Returns the
+        emulator's result type; `duration_ns` is the kernel's average per repetition."""
+        if repeat < 0:
+            raise UsageError("repeat must be >= 0")
+        ctx_in = _ctx_bytes(self.type, ctx)
+        if cpu is not None:
+            flags |= 1  # BPF_F_TEST_RUN_ON_CPU
+        try:
+            r = sc.prog_test_run(self._fd(), bytes(data), ctx=ctx_in, repeat=repeat,
+                                 flags=flags, cpu=cpu or 0, data_size_out=data_size_out)
+        except KernelError as e:
+            raise KernelError(e.command, e.errno, f"program '{self.name}'"
+                              + (f": {e}" if str(e) else "")) from None
+        return r
+
+    def pin(self, path: str) -> None:
+        try:
+            sc.obj_pin(self._fd(), path)
+        except KernelError as e:
+            raise PinError(f"pin program '{self.name}' at {path}: {e}") from None
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            sc.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> KernelProgram:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
