@@ -68,8 +68,9 @@ from bpfsim.uapi.constants import (
     LIBBPF_PIN_BY_NAME,
     LIBBPF_PIN_NONE,
     MapType,
+    ProgType,
 )
-from bpfsim.uapi.sections import lookup_section
+from bpfsim.uapi.sections import SectionDef, lookup_section
 
 if TYPE_CHECKING:
     from bpfsim.btf import Btf
@@ -88,18 +89,21 @@ _INPUT_ERRORS = (IndexError, KeyError, ValueError, struct.error, OverflowError, 
 
 
 def load_spec(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
-              name: str | None = None) -> CollectionSpec:
+              name: str | None = None, allow_unknown_sections: bool = False) -> CollectionSpec:
     """Read a BPF ELF object (path or bytes) into an editable `CollectionSpec`.
 
     `name` is the object name libbpf would use (default: the file name up to its first "."),
     which prefixes the kernel names of global-data maps ("prog.rodata").
+    A program in a section libbpf does not know is an error, unless `allow_unknown_sections`
+    is set: it then gets type BPF_PROG_TYPE_UNSPEC (like cilium/ebpf's UnspecifiedProgram),
+    useful for raw objects such as the uBPF-style benchmark builds.
     Raises ParseError for malformed input and LinkError for references that do not resolve;
     every message starts with the stage that failed.
     """
     path = "" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
     if name is None:
         name = os.path.basename(path).split(".", 1)[0] if path else ""
-    return _Loader(source, path, name).run()
+    return _Loader(source, path, name, allow_unknown_sections).run()
 
 
 @contextmanager
@@ -160,8 +164,9 @@ class _DataMap:
 class _Loader:
     """One run of the stages over one object (keeps the intermediate tables)."""
 
-    def __init__(self, source: Any, path: str, obj_name: str) -> None:
+    def __init__(self, source: Any, path: str, obj_name: str, allow_unknown: bool) -> None:
         self.source = source
+        self.allow_unknown = allow_unknown
         self.path = path
         self.obj_name = obj_name
         self.elf: ElfObject
@@ -521,7 +526,12 @@ class _Loader:
             if f.name in names:
                 raise ParseError(f"program '{f.name}' defined twice", section=f.section.name)
             names.add(f.name)
-            sd = lookup_section(f.section.name)
+            try:
+                sd = lookup_section(f.section.name)
+            except ParseError:
+                if not self.allow_unknown:
+                    raise
+                sd = SectionDef(ProgType.UNSPEC, 0, "", False, 0, 0, "")
             self.spec.programs[f.name] = ProgramSpec(
                 name=f.name, section=f.section.name.lstrip("?"), type=int(sd.prog_type),
                 expected_attach_type=sd.expected_attach_type, attach_to=sd.attach_to,
