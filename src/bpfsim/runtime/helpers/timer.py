@@ -14,6 +14,7 @@ from typing import Any
 
 from bpfsim.errors import MemoryFault
 from bpfsim.runtime.helpers.registry import helper, u64
+from bpfsim.uapi.constants import ProgType
 from bpfsim.vm.env import func_pointer_target
 
 
@@ -67,9 +68,18 @@ def bpf_timer_set_callback(env: Any, timer: int, callback_fn: int, _r3: int = 0,
                                          cpu=env.cpu))
 
 
+# Program types whose runs are in process context with bottom halves enabled, so a due
+# timer's softirq can run in the middle of them (test_run.c: bpf_prog_test_run_syscall).
+_PROCESS_CONTEXT = frozenset({ProgType.SYSCALL})
+
+
 @helper("bpf_timer_start")
 def bpf_timer_start(env: Any, timer: int, nsecs: int, flags: int, _r4: int = 0, _r5: int = 0) -> int:
-    return u64(_timers(env).start(timer_slot_at(env.mem, timer), nsecs, flags, cpu=env.cpu))
+    timers = _timers(env)
+    ret = timers.start(timer_slot_at(env.mem, timer), nsecs, flags, cpu=env.cpu)
+    if ret == 0 and getattr(env.program, "prog_type", None) in _PROCESS_CONTEXT:
+        timers.irq_exit(env.cpu)
+    return u64(ret)
 
 
 @helper("bpf_timer_cancel")

@@ -1,0 +1,418 @@
+"""bpf_timer rules with real BPF programs, on the emulator (virtual clock) and on the kernel.
+
+Every scenario is written once against a small backend interface and runs twice: `sim`
+(bpfsim.Runtime, time moved by clock.advance) and `kernel` (the same object loaded with
+libbpf, real time, short timers; marked `kernel`).  Both must give the same results.
+The fixture is tests/fixtures/timer/timer_rules.bpf.c: one SEC("syscall") program per
+timer operation; callbacks report into the element (counter, stamp, lastkey, who, cpu, ret).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from bpfsim.uapi.constants import (
+    BPF_F_TIMER_ABS,
+    BPF_F_TIMER_CPU_PIN,
+    CLOCK_BOOTTIME,
+    CLOCK_MONOTONIC,
+    CLOCK_REALTIME,
+    EBUSY,
+    EDEADLK,
+    EINVAL,
+)
+from bpfsim.units import ms
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "timer"
+OBJ = str(FIXTURES / "timer_rules.bpf.o")
+ARR, HASH = 0, 1
+U64_MAX = (1 << 64) - 1
+MODE_COUNT, MODE_REARM, MODE_CANCEL_SELF, MODE_CANCEL_OTHER, MODE_DELETE_SELF, MODE_START_ZERO = range(6)
+_ELEM = struct.Struct("<16xQQQIIQQqII")
+ELEM_FIELDS = ("counter", "stamp", "boot_stamp", "lastkey", "mode", "arg", "arg2", "ret", "who", "cpu")
+ELEM_SIZE = 80
+
+
+def _kernel_harness():
+    spec = importlib.util.spec_from_file_location("timer_kharness", FIXTURES / "kharness.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def kernel_skip_reason() -> str | None:
+    try:
+        from bpfsim.kernel.probes import kernel_available
+    except ImportError:
+        ok = os.geteuid() == 0 and os.path.exists("/sys/fs/bpf")
+        return None if ok else "needs root and bpffs"
+    ok, why = kernel_available()
+    return None if ok else why
+
+
+class Backend:
+    """One loaded copy of timer_rules.bpf.o plus a clock."""
+
+    name = "?"
+
+    def run(self, prog: str, map_: int = ARR, key: int = 0, a: int = 0, b: int = 0) -> int:
+        return self._run(prog, struct.pack("<IIQQ", map_, key, a & U64_MAX, b & U64_MAX))
+
+    # helpers named after the programs
+    def init(self, m, k, flags=CLOCK_MONOTONIC):
+        return self.run("init", m, k, flags)
+
+    def set_cb(self, m, k, which=1):
+        return self.run("set_callback", m, k, which)
+
+    def start(self, m, k, nsecs, flags=0):
+        return self.run("start", m, k, nsecs, flags)
+
+    def cancel(self, m, k):
+        return self.run("cancel", m, k)
+
+    def update(self, m, k, flags=0):
+        return self.run("update", m, k, flags)
+
+    def delete(self, m, k):
+        return self.run("delete", m, k)
+
+    def mode(self, m, k, mode, arg=0):
+        return self.run("set_mode", m, k, mode, arg)
+
+    def elem(self, m, k) -> dict | None:
+        raw = self._lookup("thash" if m == HASH else "tarr", struct.pack("<I", k))
+        if raw is None:
+            return None
+        assert raw[:16] == bytes(16)          # user space always sees the timer zeroed
+        return dict(zip(ELEM_FIELDS, _ELEM.unpack(raw)))
+
+    def fired(self, m, k) -> int:
+        e = self.elem(m, k)
+        return 0 if e is None else e["counter"]
+
+
+class SimBackend(Backend):
+    name = "sim"
+
+    def __init__(self) -> None:
+        import bpfsim
+
+        self.rt = bpfsim.Runtime()
+        self.coll = self.rt.load(OBJ)
+        self.clock = self.rt.clock
+
+    def run_pkt(self, prog, data=bytes(64)):
+        r = self.coll.programs[prog].test_run(data=data)
+        v = r.retval & 0xFFFFFFFF
+        return v - (1 << 32) if v >> 31 else v
+
+    def _run(self, prog, ctx):
+        r = self.coll.programs[prog].test_run(ctx=ctx)
+        v = r.retval & 0xFFFFFFFF
+        return v - (1 << 32) if v >> 31 else v
+
+    def _lookup(self, name, key):
+        try:
+            return self.coll.maps[name].raw[key]
+        except KeyError:
+            return None
+
+    def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
+        self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)] = value
+
+    def sys_delete(self, m, k):
+        del self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)]
+
+    def wait(self, ns: int) -> None:
+        self.clock.advance(ns)
+
+    def now(self, clockid=CLOCK_MONOTONIC) -> int:
+        return self.clock.now(clockid)
+
+    def close(self) -> None:
+        self.coll.close()
+        self.rt.close()
+
+
+class KernelBackend(Backend):
+    name = "kernel"
+
+    def __init__(self) -> None:
+        from bpfsim.kernel import syscall as sc
+
+        self.sc = sc
+        self.obj = _kernel_harness().KernelObject(OBJ)
+        # Arm on CPU 0 like the emulator (test_run of a syscall program runs on this thread).
+        self._affinity = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {0})
+
+    def run_pkt(self, prog, data=bytes(64)):
+        return self.obj.run(prog, data=data)
+
+    def _run(self, prog, ctx):
+        return self.obj.run(prog, ctx=ctx)
+
+    def _lookup(self, name, key):
+        return self.sc.map_lookup(self.obj.map_fd(name), key, ELEM_SIZE)
+
+    def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
+        self.sc.map_update(self.obj.map_fd("thash" if m == HASH else "tarr"), struct.pack("<I", k), value)
+
+    def sys_delete(self, m, k):
+        self.sc.map_delete(self.obj.map_fd("thash" if m == HASH else "tarr"), struct.pack("<I", k))
+
+    def wait(self, ns: int) -> None:
+        # Real time, plus slack for the softirq (timers fire ~40 us late, more under load).
+        time.sleep(ns / 1e9 + 0.03)
+
+    def now(self, clockid=CLOCK_MONOTONIC) -> int:
+        host = {CLOCK_MONOTONIC: time.CLOCK_MONOTONIC, CLOCK_REALTIME: time.CLOCK_REALTIME,
+                CLOCK_BOOTTIME: time.CLOCK_BOOTTIME}
+        return time.clock_gettime_ns(host[clockid])
+
+    def close(self) -> None:
+        self.obj.close()
+        os.sched_setaffinity(0, self._affinity)
+
+
+@pytest.fixture(params=["sim", pytest.param("kernel", marks=pytest.mark.kernel)])
+def be(request):
+    if request.param == "kernel":
+        why = kernel_skip_reason()
+        if why:
+            pytest.skip(why)
+        b = KernelBackend()
+    else:
+        import bpfsim
+
+        if not hasattr(bpfsim, "Runtime"):
+            pytest.skip("bpfsim.Runtime is not available yet")
+        b = SimBackend()
+    yield b
+    b.close()
+
+
+def hash_elem(be, k):
+    assert be.update(HASH, k) == 0
+
+
+# -- §3 init ----------------------------------------------------------------------------------
+def test_init_flags_and_ebusy(be):
+    for bad in (2, 3, 4, 5, 6, 8, 9, 11, 15, 0x10, 0x11, 1 << 32):
+        assert be.init(ARR, 0, bad) == -EINVAL, bad
+    assert be.init(ARR, 0, CLOCK_MONOTONIC) == 0
+    assert be.init(ARR, 0, CLOCK_MONOTONIC) == -EBUSY
+    assert be.init(ARR, 0, CLOCK_BOOTTIME) == -EBUSY
+    assert be.init(ARR, 0, 0x10) == -EINVAL            # flags are checked before "busy"
+    assert be.init(ARR, 1, CLOCK_REALTIME) == 0
+    assert be.init(ARR, 2, CLOCK_BOOTTIME) == 0
+
+
+# -- §4/§5 set_callback, start ------------------------------------------------------------------
+def test_start_needs_init_and_callback(be):
+    assert be.start(ARR, 0, 0, 4) == -EINVAL           # reserved flag, uninitialized timer
+    assert be.start(ARR, 0, 0) == -EINVAL              # uninitialized
+    assert be.set_cb(ARR, 0) == -EINVAL
+    assert be.cancel(ARR, 0) == -EINVAL
+    assert be.init(ARR, 0) == 0
+    assert be.start(ARR, 0, 0) == -EINVAL              # no callback yet
+    assert be.cancel(ARR, 0) == 0                      # never started
+    assert be.set_cb(ARR, 0) == 0
+    for bad in (4, 8, 1 << 40):
+        assert be.start(ARR, 0, 0, bad) == -EINVAL
+    assert be.start(ARR, 0, ms(5)) == 0
+    be.wait(ms(20))
+    e = be.elem(ARR, 0)
+    assert e["counter"] == 1 and e["lastkey"] == 0 and e["who"] == 1
+    assert be.cancel(ARR, 0) == 0                      # already fired
+    assert be.start(ARR, 0, ms(5)) == -EINVAL          # cancel dropped the callback
+    assert be.init(ARR, 0) == -EBUSY                   # ... but the timer stays initialized
+
+
+def test_fired_timer_keeps_callback_and_is_one_shot(be):
+    assert be.init(ARR, 3) == 0 and be.set_cb(ARR, 3) == 0
+    assert be.start(ARR, 3, ms(5)) == 0
+    be.wait(ms(50))
+    assert be.fired(ARR, 3) == 1                       # one-shot
+    assert be.start(ARR, 3, ms(5)) == 0                # no set_callback needed again
+    be.wait(ms(20))
+    assert be.fired(ARR, 3) == 2
+    assert be.elem(ARR, 3)["lastkey"] == 3             # arrays pass the index
+
+
+def test_restart_replaces_expiry(be):
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.start(ARR, 0, ms(400)) == 0
+    assert be.start(ARR, 0, ms(10)) == 0
+    be.wait(ms(50))
+    assert be.fired(ARR, 0) == 1
+    be.wait(ms(500))
+    assert be.fired(ARR, 0) == 1
+
+
+def test_callback_set_at_expiry_runs(be):
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0, 1) == 0
+    assert be.start(ARR, 0, ms(20)) == 0
+    assert be.set_cb(ARR, 0, 2) == 0
+    be.wait(ms(40))
+    assert be.elem(ARR, 0)["who"] == 2
+
+
+def test_callback_rearms_itself(be):
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.mode(ARR, 0, MODE_REARM, 5 | (ms(2) << 8)) == 0
+    assert be.start(ARR, 0, ms(2)) == 0
+    be.wait(ms(100))
+    e = be.elem(ARR, 0)
+    assert e["counter"] == 6 and e["ret"] == 0
+
+
+def test_hash_callback_sees_element_key(be):
+    hash_elem(be, 7)
+    assert be.init(HASH, 7) == 0 and be.set_cb(HASH, 7) == 0
+    assert be.start(HASH, 7, ms(1)) == 0
+    be.wait(ms(20))
+    e = be.elem(HASH, 7)
+    assert e["lastkey"] == 7 and e["counter"] == 1
+
+
+def test_cpu_pin_runs_on_arming_cpu(be):
+    assert be.init(ARR, 4) == 0 and be.set_cb(ARR, 4) == 0
+    assert be.start(ARR, 4, ms(1), BPF_F_TIMER_CPU_PIN) == 0
+    be.wait(ms(20))
+    assert be.elem(ARR, 4)["cpu"] == 0 and be.fired(ARR, 4) == 1
+    assert be.start(ARR, 4, ms(1), BPF_F_TIMER_CPU_PIN | BPF_F_TIMER_ABS) == 0   # both: valid
+
+
+# -- §5 expiry arithmetic ---------------------------------------------------------------------
+def test_relative_huge_never_fires(be):
+    for k, ns in ((0, U64_MAX), (1, 1 << 63), (2, (1 << 63) - 1)):
+        assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+        assert be.start(ARR, k, ns) == 0
+    be.wait(ms(50))
+    for k in range(3):
+        assert be.fired(ARR, k) == 0
+        assert be.cancel(ARR, k) == 1
+
+
+def test_absolute_past_fires_at_once(be):
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.start(ARR, 0, 0, BPF_F_TIMER_ABS) == 0
+    be.wait(0)
+    assert be.fired(ARR, 0) == 1
+
+
+def test_absolute_monotonic_and_boottime_deadlines(be):
+    assert be.init(ARR, 0, CLOCK_MONOTONIC) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.init(ARR, 1, CLOCK_BOOTTIME) == 0 and be.set_cb(ARR, 1) == 0
+    assert be.start(ARR, 0, be.now(CLOCK_MONOTONIC) + ms(300), BPF_F_TIMER_ABS) == 0
+    assert be.start(ARR, 1, be.now(CLOCK_BOOTTIME) + ms(300), BPF_F_TIMER_ABS) == 0
+    be.wait(ms(150))
+    assert be.fired(ARR, 0) == 0 and be.fired(ARR, 1) == 0
+    be.wait(ms(150))
+    assert be.fired(ARR, 0) == 1 and be.fired(ARR, 1) == 1
+
+
+def test_realtime_timer_is_a_monotonic_timer(be):
+    assert be.init(ARR, 0, CLOCK_REALTIME) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.start(ARR, 0, be.now(CLOCK_REALTIME) + ms(20), BPF_F_TIMER_ABS) == 0
+    be.wait(ms(60))
+    assert be.fired(ARR, 0) == 0
+    assert be.cancel(ARR, 0) == 1                      # still queued, decades away
+    assert be.set_cb(ARR, 0) == 0
+    assert be.start(ARR, 0, be.now(CLOCK_MONOTONIC) + ms(20), BPF_F_TIMER_ABS) == 0
+    be.wait(ms(40))
+    assert be.fired(ARR, 0) == 1
+
+
+# -- §6 cancel ----------------------------------------------------------------------------------
+def test_cancel_pending_returns_1_and_drops_callback(be):
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.start(ARR, 0, ms(30)) == 0
+    assert be.cancel(ARR, 0) == 1
+    assert be.start(ARR, 0, ms(5)) == -EINVAL
+    be.wait(ms(60))
+    assert be.fired(ARR, 0) == 0
+    assert be.set_cb(ARR, 0) == 0 and be.start(ARR, 0, ms(5)) == 0
+    be.wait(ms(20))
+    assert be.fired(ARR, 0) == 1
+
+
+def test_cancel_from_own_callback_is_edeadlk(be):
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.mode(ARR, 0, MODE_CANCEL_SELF) == 0
+    assert be.start(ARR, 0, ms(1)) == 0
+    be.wait(ms(20))
+    assert be.elem(ARR, 0)["ret"] == -EDEADLK
+    assert be.mode(ARR, 0, MODE_COUNT) == 0
+    assert be.start(ARR, 0, ms(1)) == 0                # the callback was not dropped
+    be.wait(ms(20))
+    assert be.fired(ARR, 0) == 2
+
+
+def test_callback_cancels_another_pending_timer(be):
+    for k in (0, 1):
+        assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+    assert be.mode(ARR, 0, MODE_CANCEL_OTHER, 1) == 0
+    assert be.start(ARR, 1, ms(300)) == 0
+    assert be.start(ARR, 0, ms(5)) == 0
+    be.wait(ms(30))
+    assert be.elem(ARR, 0)["ret"] == 1
+    be.wait(ms(350))
+    assert be.fired(ARR, 1) == 0
+    assert be.start(ARR, 1, ms(1)) == -EINVAL          # its callback was dropped
+
+
+def test_start_then_cancel_in_one_run(be):
+    """A 0 ns timer is due at once.  A tc program runs with bottom halves off, so the timer
+    cannot fire before its cancel (1); a SEC("syscall") program runs in process context and
+    the hrtimer softirq runs on irq exit right after bpf_timer_start, in the middle of the
+    program, so cancel finds it already fired (0).  [EMP, 200 of 200 runs each on 6.18]"""
+    assert be.run_pkt("tc_start_then_cancel") == 1
+    be.wait(ms(20))
+    assert be.fired(ARR, 6) == 0
+    assert be.run("start_then_cancel", ARR, 5) == 0
+    assert be.fired(ARR, 5) == 1
+
+
+# -- §10 map operations -------------------------------------------------------------------------
+def test_array_update_frees_timer(be):
+    for k in (0, 1):
+        assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+        assert be.start(ARR, k, ms(20)) == 0
+    assert be.update(ARR, 0) == 0                      # from a program
+    be.sys_update(ARR, 1)                              # from user space
+    be.wait(ms(60))
+    assert be.fired(ARR, 0) == 0 and be.fired(ARR, 1) == 0
+    assert be.init(ARR, 0) == 0 and be.init(ARR, 1) == 0     # UNINIT again
+    assert be.delete(ARR, 0) == -EINVAL
+
+
+def test_hash_delete_and_replace_free_timer(be):
+    for k in (1, 2, 3):
+        hash_elem(be, k)
+        assert be.init(HASH, k) == 0 and be.set_cb(HASH, k) == 0
+        assert be.start(HASH, k, ms(20)) == 0
+    assert be.delete(HASH, 1) == 0
+    assert be.update(HASH, 2) == 0                     # replace: a new element
+    be.sys_delete(HASH, 3)
+    be.wait(ms(60))
+    assert be.elem(HASH, 1) is None and be.fired(HASH, 2) == 0
+    hash_elem(be, 1)
+    assert be.init(HASH, 1) == 0 and be.init(HASH, 2) == 0
+
+
+def test_callback_deletes_its_own_element(be):
+    hash_elem(be, 4)
+    assert be.init(HASH, 4) == 0 and be.set_cb(HASH, 4) == 0
+    assert be.mode(HASH, 4, MODE_DELETE_SELF) == 0
+    assert be.start(HASH, 4, ms(1)) == 0
+    be.wait(ms(20))
+    assert be.elem(HASH, 4) is None
