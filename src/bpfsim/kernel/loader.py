@@ -187,6 +187,7 @@ class _Loader:
     def _load_btf(self) -> None:
         if self.btf is None:
             return
+        _sanitize_ksyms(self.btf)
         data = self.btf.to_bytes()
         try:
             self.btf_fd = sc.btf_load(data)
@@ -259,6 +260,9 @@ class _Loader:
         self._populate(name, ms)
         if ms.pinning == LIBBPF_PIN_BY_NAME:
             path = os.path.join(self.pin_root, ms.name)
+            # libbpf.c: make_parent_dir -- one level, EEXIST is fine.
+            with contextlib.suppress(FileExistsError, OSError):
+                os.mkdir(os.path.dirname(path), 0o700)
             try:
                 sc.obj_pin(fd, path)
             except KernelError as e:
@@ -429,6 +433,40 @@ class _Loader:
             sc.close(fd)
             return log.text + "\n(program was accepted when loaded again with a log)"
         return log.text
+
+
+def _sanitize_ksyms(btf: Any) -> None:
+    """libbpf.c: bpf_object__collect_externs + add_dummy_ksym_var.  The kernel's BTF checker
+    rejects extern FUNCs ("Invalid func linkage") and extern VARs, so libbpf turns every
+    `.ksyms` entry into a 4-byte allocated global: a VAR becomes an `int` global, a FUNC keeps
+    its (now global) record but its DATASEC slot points at one dummy int VAR, and unnamed
+    parameters of its prototype borrow that VAR's name."""
+    from bpfsim.btf import BtfType
+
+    try:
+        sec_id = btf.find_datasec(".ksyms")
+    except LinkError:
+        return
+    sec = btf.type(sec_id)
+    int_id = next((i for i, t in enumerate(btf.types) if i and t.kind == "INT" and t.nr_bits == 32), 0)
+    dummy = 0
+    if any(btf.type(v.type).kind == "FUNC" for v in sec.vars):
+        dummy = btf.add(BtfType(kind="VAR", name="dummy_ksym", type=int_id, linkage=1))
+    off = 0
+    for v in sec.vars:
+        t = btf.type(v.type)
+        if t.kind == "FUNC":
+            for prm in btf.type(t.type).params:
+                if prm.type and not prm.name:
+                    prm.name = "dummy_ksym"
+            v.type = dummy
+            t.linkage = 1          # BTF_FUNC_GLOBAL
+        else:
+            t.linkage = 1          # BTF_VAR_GLOBAL_ALLOCATED
+            t.type = int_id
+        v.offset, v.size = off, 4
+        off += 4
+    sec.size = off
 
 
 _PC = re.compile(r"^(\d+): ", re.M)

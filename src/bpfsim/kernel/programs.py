@@ -8,17 +8,34 @@ Must not call bpf(2) itself (only `kernel.syscall` does).
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any
 
 from bpfsim.errors import KernelError, PinError, UsageError
 from bpfsim.kernel import syscall as sc
 from bpfsim.uapi.constants import ProgType
 
+# Types whose test_run moves a packet (data_out is meaningful); others report data as None,
+# like the emulator's TestRunResult.
+_PACKET_TYPES = frozenset({ProgType.SOCKET_FILTER, ProgType.SCHED_CLS, ProgType.SCHED_ACT,
+                           ProgType.CGROUP_SKB, ProgType.LWT_IN, ProgType.LWT_OUT, ProgType.LWT_XMIT,
+                           ProgType.LWT_SEG6LOCAL, ProgType.XDP, ProgType.FLOW_DISSECTOR})
+
 
 def _ctx_bytes(prog_type: int, ctx: bytes | dict | None) -> bytes | None:
+    """ctx as bytes, or a dict of `struct xdp_md` / `struct __sk_buff` fields packed with the
+    emulator's layouts (runtime/contexts.py) so both backends take the same arguments."""
     if ctx is None or isinstance(ctx, (bytes, bytearray)):
         return bytes(ctx) if ctx is not None else None
-    raise UsageError("ctx as a dict needs the emulator's context layouts (not wired yet)")
+    if not isinstance(ctx, dict):
+        raise UsageError(f"ctx must be bytes or a dict, not {type(ctx).__name__}")
+    from bpfsim.runtime import contexts as c
+
+    if prog_type == ProgType.XDP:
+        return c.ctx_from_fields(ctx, c.XDP_FIELDS, c.XDP_MD_SIZE, "xdp_md")
+    if prog_type in _PACKET_TYPES:
+        return c.ctx_from_fields(ctx, c.SKB_FIELDS, c.SKB_SIZE, "__sk_buff")
+    raise UsageError(f"ctx as a dict is not defined for {ProgType(prog_type).name} programs; give bytes")
 
 
 class KernelProgram:
@@ -59,7 +76,7 @@ class KernelProgram:
         kind = ProgType(self.type).name if self.type in ProgType._value2member_map_ else self.type
         return f"<KernelProgram {self.name!r} {kind} fd={self.fd}>"
 
-    def test_run(self, data: bytes = b"", *, ctx: bytes | dict | None = None, repeat: int = 1,
+    def test_run(self, data: bytes | None = b"", *, ctx: bytes | dict | None = None, repeat: int = 1,
                  cpu: int | None = None, flags: int = 0, data_size_out: int | None = None) -> Any:
         """BPF_PROG_TEST_RUN.  `ctx` may be bytes or a dict of context fields (encoded with the
         emulator's context layouts, so both backends accept the same arguments).  Returns the
@@ -69,13 +86,20 @@ class KernelProgram:
         ctx_in = _ctx_bytes(self.type, ctx)
         if cpu is not None:
             flags |= 1  # BPF_F_TEST_RUN_ON_CPU
+        start = time.perf_counter_ns()
         try:
-            r = sc.prog_test_run(self._fd(), bytes(data), ctx=ctx_in, repeat=repeat,
+            r = sc.prog_test_run(self._fd(), bytes(data or b""), ctx=ctx_in, repeat=repeat,
                                  flags=flags, cpu=cpu or 0, data_size_out=data_size_out)
         except KernelError as e:
-            raise KernelError(e.command, e.errno, f"program '{self.name}'"
-                              + (f": {e}" if str(e) else "")) from None
-        return r
+            raise KernelError(e.command, e.errno, f"program '{self.name}'") from None
+        wall = (time.perf_counter_ns() - start) // max(repeat, 1)
+        from bpfsim.runtime.testrun import TestRunResult
+
+        # The kernel reports only the low 32 bits of r0 (bpf_test_finish copies a u32 retval)
+        # and no instruction count.
+        return TestRunResult(retval=r.retval, data=r.data if self.type in _PACKET_TYPES else None,
+                             ctx=r.ctx if ctx_in is not None else None, duration_ns=r.duration_ns,
+                             r0=r.retval, insns=0, wall_ns=wall, repeat=max(repeat, 1))
 
     def pin(self, path: str) -> None:
         try:
