@@ -180,7 +180,9 @@ class _Code:
     def load(self, addr: int, size: int, signed: bool) -> int:
         region, off = self.mem.resolve(addr, size)
         if region.access_hook is not None:
-            value = int(region.access_hook(off, size, False, 0)) & ((1 << (size * 8)) - 1)
+            # The hook is convert_ctx_access: a 4-byte load of xdp_md.data yields a 64-bit
+            # pointer, so its value is not truncated to the access size (vm/memory.py).
+            return int(region.access_hook(off, size, False, 0)) & M64
         else:
             value = _UNPACK[size, False](region.buf, off)[0]
         return sem.load_extend(value, size, signed)

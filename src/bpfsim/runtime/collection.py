@@ -1,0 +1,251 @@
+"""`Collection` (the live maps and programs of one object) and how a CollectionSpec becomes one.
+
+Job: `load_collection` does what libbpf's bpf_object__load does, in the emulated kernel:
+create the maps (LIBBPF_PIN_BY_NAME: reuse a compatible pinned map or pin the new one),
+write global data and freeze `.rodata`, fill map-in-map `.values`, resolve each program's map
+references into its lddw imm64s, verify, bind the engine, fill PROG_ARRAY `.values`.
+All-or-nothing: on any error every object created so far is released and every pin made so
+far removed.  Must not import `kernel` (the real one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import replace
+from typing import Any
+
+from bpfsim.errors import LinkError, PinError, UsageError
+from bpfsim.isa.insn import Instruction
+from bpfsim.runtime.program import LoadedProgram, Program
+from bpfsim.spec.collection import REF_MAP, REF_MAP_VALUE, CollectionSpec, MapSpec, ProgramSpec
+from bpfsim.uapi.constants import LIBBPF_PIN_BY_NAME, LIBBPF_PIN_NONE, MapType
+
+_MAP_IN_MAP = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
+
+
+class Collection:
+    """The maps (`Map` handles, by name) and programs (`Program` handles, by name) of one load.
+
+    `close()` drops the collection's handles (pins and program references keep objects alive,
+    exactly like closing libbpf's fds); also a context manager."""
+
+    def __init__(self, runtime: Any, spec: CollectionSpec, maps: dict[str, Any],
+                 programs: dict[str, Program], pinned: list[str]) -> None:
+        self.runtime = runtime
+        self.spec = spec
+        self.maps = maps
+        self.programs = programs
+        self.pinned = pinned          # paths this load pinned (LIBBPF_PIN_BY_NAME)
+        self.closed = False
+
+    @property
+    def trace_pipe(self) -> list[str]:
+        return self.runtime.trace_pipe
+
+    def close(self) -> None:
+        """Drop every handle of the collection (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        for p in self.programs.values():
+            p.close()
+        for m in self.maps.values():
+            m.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"<Collection maps={sorted(self.maps)} programs={sorted(self.programs)}"
+                f"{' closed' if self.closed else ''}>")
+
+
+def load_collection(kernel: Any, source: Any, pin_root: str, *, verify: bool = True) -> Collection:
+    """`Runtime.load`: see the module docstring."""
+    if isinstance(source, CollectionSpec):
+        spec = source
+    else:
+        from bpfsim.spec.reader import load_spec
+
+        spec = load_spec(source)
+    return _Loader(kernel, spec, pin_root, verify).run()
+
+
+# -- adapters onto the maps package --------------------------------------------------------------
+def _create_map(kernel: Any, ms: MapSpec, btf: Any) -> Any:
+    """BPF_MAP_CREATE (runtime/maps/): a BpfMap holding one refcnt + one usercnt (ours)."""
+    from bpfsim.runtime.maps import create_map
+
+    return create_map(kernel, ms, btf=btf)
+
+
+def _handle(mp: Any, *, owned: bool) -> Any:
+    """A user Map handle; `owned` = it takes over a reference we already hold."""
+    from bpfsim.runtime.handles import Map
+
+    return Map(mp, owned=owned)
+
+
+def _value_address(mp: Any, offset: int, where: str) -> int:
+    """BPF_PSEUDO_MAP_VALUE: the address of byte `offset` of the single value of an array
+    (arraymap.c: array_map_direct_value_addr; only arrays support it)."""
+    if mp.map_type != MapType.ARRAY or mp.max_entries != 1:
+        raise LinkError(f"{where}: direct value access needs a single-element ARRAY, "
+                        f"'{mp.name}' is not one")
+    if not 0 <= offset < mp.value_size:
+        raise LinkError(f"{where}: offset {offset} outside the {mp.value_size}-byte value of "
+                        f"'{mp.name}'")
+    return mp.elem(0).value_addr(0) + offset
+
+
+class _Loader:
+    def __init__(self, kernel: Any, spec: CollectionSpec, pin_root: str, verify: bool) -> None:
+        self.kernel = kernel
+        self.spec = spec
+        self.pin_root = pin_root
+        self.verify = verify
+        self.maps: dict[str, Any] = {}         # name -> BpfMap, each holding one user reference
+        self.reused: set[str] = set()
+        self.progs: dict[str, LoadedProgram] = {}
+        self.to_pin: list[tuple[str, Any]] = []
+        self.pinned: list[str] = []
+
+    def run(self) -> Collection:
+        try:
+            for name, ms in self.spec.maps.items():
+                self._create_map(name, ms)
+            for name, ms in self.spec.maps.items():
+                if name not in self.reused and ms.type in _MAP_IN_MAP:
+                    self._fill_slots(name, ms, self._inner_by_name)
+            for name, ps in self.spec.programs.items():
+                if getattr(ps, "autoload", True):
+                    self._load_program(name, ps)
+            for name, ms in self.spec.maps.items():
+                if name not in self.reused and ms.type == MapType.PROG_ARRAY:
+                    self._fill_slots(name, ms, self._prog_by_name)
+            for path, mp in self.to_pin:
+                self.kernel.pins.pin(path, mp)
+                self.pinned.append(path)
+            maps = {name: _handle(mp, owned=True) for name, mp in self.maps.items()}
+        except BaseException:
+            self._undo()
+            raise
+        programs = {name: Program(p, owned=True) for name, p in self.progs.items()}
+        return Collection(self.kernel, self.spec, maps, programs, self.pinned)
+
+    def _undo(self) -> None:
+        for path in self.pinned:
+            with contextlib.suppress(PinError):
+                self.kernel.pins.unpin(path)
+        for p in self.progs.values():
+            p.put()
+        for mp in self.maps.values():
+            mp.put_with_uref()
+
+    # -- maps -----------------------------------------------------------------------------------
+    def _create_map(self, name: str, ms: MapSpec) -> None:
+        if ms.pinning == LIBBPF_PIN_BY_NAME:
+            path = os.path.join(self.pin_root, ms.name)
+            mp = self._reuse_pinned(ms, path)
+            if mp is not None:
+                self.reused.add(name)
+                self.maps[name] = mp
+                return
+        elif ms.pinning != LIBBPF_PIN_NONE:
+            raise UsageError(f"map '{name}': unknown pinning type {ms.pinning}")
+        if ms.type in _MAP_IN_MAP and ms.inner is None:
+            raise LinkError(f"map '{name}': map-in-map without an inner map template")
+        mp = _create_map(self.kernel, ms, self.spec.btf)
+        self.maps[name] = mp
+        for key, value in ms.contents:
+            if isinstance(value, str):
+                continue            # a program or map name: filled once those exist
+            mp.update(key, value)
+        if ms.freeze:
+            mp.freeze()
+        if ms.pinning == LIBBPF_PIN_BY_NAME:
+            self.to_pin.append((os.path.join(self.pin_root, ms.name), mp))
+
+    def _reuse_pinned(self, ms: MapSpec, path: str) -> Any:
+        """libbpf.c: bpf_object__reuse_map + map_is_reuse_compat."""
+        try:
+            obj = self.kernel.pins.get(path)
+        except PinError:
+            return None
+        if isinstance(obj, LoadedProgram) or not hasattr(obj, "map_type"):
+            raise PinError(f"map '{ms.name}': couldn't reuse pinned object at {path}: not a map")
+        want = (int(ms.type), ms.key_size, ms.value_size, ms.max_entries, ms.flags, ms.map_extra)
+        have = (obj.map_type, obj.key_size, obj.value_size, obj.max_entries, obj.map_flags,
+                obj.map_extra)
+        if want != have:
+            raise PinError(f"map '{ms.name}': couldn't reuse pinned map at {path}: parameter "
+                           f"mismatch (want type/key/value/entries/flags/extra {want}, pinned {have})")
+        obj.inc_with_uref()
+        return obj
+
+    def _fill_slots(self, name: str, ms: MapSpec, resolve: Any) -> None:
+        mp = self.maps[name]
+        for key, value in ms.contents:
+            if isinstance(value, str):
+                mp.update_object(key, resolve(value))
+
+    def _inner_by_name(self, target: str) -> Any:
+        mp = self.maps.get(target)
+        if mp is None:
+            raise LinkError(f"no map named '{target}'")
+        return mp
+
+    def _prog_by_name(self, target: str) -> Any:
+        p = self.progs.get(target)
+        if p is None:
+            if target in self.spec.programs:
+                raise LinkError(f"program '{target}' is not loaded (autoload off)")
+            raise LinkError(f"no program named '{target}'")
+        return p
+
+    # -- programs -------------------------------------------------------------------------------
+    def _load_program(self, name: str, ps: ProgramSpec) -> None:
+        insns, used = self._resolve(ps)
+        if self.verify:
+            self._verify(ps)
+        self.progs[name] = LoadedProgram(self.kernel, ps, insns, used)
+
+    def _resolve(self, ps: ProgramSpec) -> tuple[list[Instruction], list[Any]]:
+        """Write each referenced map's address into its lddw (docs: Instructions at run time)."""
+        insns = list(ps.instructions)
+        used: list[Any] = []
+        for ref in ps.references:
+            if ref.kind not in (REF_MAP, REF_MAP_VALUE):
+                continue
+            where = f"prog '{ps.name}': insn #{ref.insn}"
+            mp = self.maps.get(ref.target)
+            if mp is None:
+                raise LinkError(f"{where}: unknown map '{ref.target}'")
+            if not (0 <= ref.insn < len(insns) - 1) or insns[ref.insn].opcode != 0x18:
+                raise LinkError(f"{where}: map reference on a non-lddw instruction")
+            addr = mp.address if ref.kind == REF_MAP else _value_address(mp, ref.offset, where)
+            head = insns[ref.insn]
+            lo = addr & 0xFFFFFFFF
+            hi = addr >> 32
+            insns[ref.insn] = replace(head, imm=lo - (1 << 32) if lo >> 31 else lo, imm64=addr)
+            tail = insns[ref.insn + 1]
+            insns[ref.insn + 1] = replace(tail, imm=hi - (1 << 32) if hi >> 31 else hi)
+            if all(u is not mp for u in used):
+                used.append(mp)
+        return insns, used
+
+    def _verify(self, ps: ProgramSpec) -> None:
+        try:
+            from bpfsim.verifier import map_info_from_spec, verify
+        except ImportError:  # pragma: no cover - a tree without the verifier
+            return
+        infos = {}
+        for name, mp in self.maps.items():
+            ms = self.spec.maps[name]
+            has_btf = getattr(mp, "btf", None) is not None and bool(ms.value_type_id or ms.key_type_id)
+            infos[name] = map_info_from_spec(ms, self.spec.btf, has_btf=has_btf)
+        verify(ps, infos, btf=self.spec.btf)

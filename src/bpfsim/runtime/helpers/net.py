@@ -1,0 +1,240 @@
+"""Packet helpers (net/core/filter.c): skb load/store bytes, checksums, hash, XDP adjustments.
+
+Job: act on the packet of the context r1 points to (`contexts.SkbContext` / `XdpContext`,
+found as the owner of the ctx region).  Must not import `kernel` or the VM engines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+from bpfsim.errors import MemoryFault
+from bpfsim.runtime.contexts import (
+    ETH_HLEN,
+    XDP_FRAME_STRUCT,
+    SkbContext,
+    XdpContext,
+)
+from bpfsim.runtime.helpers.registry import helper, u64
+from bpfsim.uapi.constants import EACCES, EFAULT, EINVAL
+
+INT_MAX = (1 << 31) - 1
+BPF_F_RECOMPUTE_CSUM = 1 << 0
+BPF_F_INVALIDATE_HASH = 1 << 1
+BPF_F_HDR_FIELD_MASK = 0xF
+BPF_F_PSEUDO_HDR = 1 << 4
+BPF_F_MARK_MANGLED_0 = 1 << 5
+BPF_F_MARK_ENFORCE = 1 << 6
+BPF_F_IPV6 = 1 << 7
+CSUM_MANGLED_0 = 0xFFFF
+
+
+def _ctx(env: Any, addr: int, cls: type) -> Any:
+    found = env.mem.find(addr)
+    owner = found[0].owner if found is not None else None
+    if not isinstance(owner, cls):
+        raise MemoryFault(f"helper expects a {cls.__name__} in r1, got {addr:#x}", address=addr)
+    return owner
+
+
+# -- skb bytes ---------------------------------------------------------------------------------
+@helper("bpf_skb_load_bytes")
+def bpf_skb_load_bytes(env, skb, offset, to, length, _r5):
+    c = _ctx(env, skb, SkbContext)
+    offset &= 0xFFFFFFFF
+    length &= 0xFFFFFFFF
+    pkt = c.packet
+    # skb_header_pointer: fails unless [offset, offset+len) lies within skb->len.
+    if offset > INT_MAX or offset + length > pkt.length:
+        env.mem.write(to, bytes(length))
+        return u64(-EFAULT)
+    env.mem.write(to, bytes(pkt.buf[pkt.head + offset:pkt.head + offset + length]))
+    return 0
+
+
+@helper("bpf_skb_store_bytes")
+def bpf_skb_store_bytes(env, skb, offset, frm, length, flags):
+    c = _ctx(env, skb, SkbContext)
+    offset &= 0xFFFFFFFF
+    length &= 0xFFFFFFFF
+    if flags & ~(BPF_F_RECOMPUTE_CSUM | BPF_F_INVALIDATE_HASH):
+        return u64(-EINVAL)
+    pkt = c.packet
+    if offset > INT_MAX or offset + length > pkt.length:   # bpf_try_make_writable
+        return u64(-EFAULT)
+    data = env.mem.read(frm, length)
+    pkt.buf[pkt.head + offset:pkt.head + offset + length] = data
+    if flags & BPF_F_INVALIDATE_HASH:
+        c.set_field("hash", 0)
+        c.hash_valid = False
+    return 0
+
+
+# -- checksums (ones' complement arithmetic of include/net/checksum.h, x86-64) ---------------
+def _fold32(v: int) -> int:
+    while v >> 32:
+        v = (v & 0xFFFFFFFF) + (v >> 32)
+    return v
+
+
+def csum_add(a: int, b: int) -> int:
+    return _fold32(a + b)
+
+
+def csum_fold(csum: int) -> int:
+    """The 16-bit folded complement (csum_fold)."""
+    v = csum & 0xFFFFFFFF
+    v = (v & 0xFFFF) + (v >> 16)
+    v = (v & 0xFFFF) + (v >> 16)
+    return ~v & 0xFFFF
+
+
+def csum_partial_words(data: bytes, seed: int) -> int:
+    """csum_partial over a multiple of 4 bytes: 32-bit little-endian words with end-around carry."""
+    total = seed & 0xFFFFFFFF
+    for (w,) in struct.iter_unpack("<I", data):
+        total += w
+    return _fold32(total)
+
+
+@helper("bpf_csum_diff")
+def bpf_csum_diff(env, frm, from_size, to, to_size, seed):
+    from_size &= 0xFFFFFFFF
+    to_size &= 0xFFFFFFFF
+    # filter.c: sizes must be multiples of 4 and together fit the 512-byte scratch buffer.
+    if (from_size | to_size) & 3 or from_size + to_size > 512:
+        return u64(-EINVAL)
+    a = env.mem.read(frm, from_size) if from_size else b""
+    b = env.mem.read(to, to_size) if to_size else b""
+    inv = bytes(~x & 0xFF for x in a)
+    return csum_partial_words(inv + b, seed)
+
+
+def _csum_field(env, skb, offset) -> tuple[Any, int] | int:
+    c = _ctx(env, skb, SkbContext)
+    offset &= 0xFFFFFFFF
+    if offset > 0xFFFF or offset & 1:
+        return -EFAULT
+    pkt = c.packet
+    if offset + 2 > pkt.length:
+        return -EFAULT
+    return c, pkt.head + offset
+
+
+def _replace(buf: bytearray, pos: int, frm: int, to: int, field: int) -> int:
+    old = struct.unpack_from("<H", buf, pos)[0]
+    if field == 0:
+        if frm:
+            return -EINVAL
+        new = csum_fold(csum_add(to & 0xFFFFFFFF, ~old & 0xFFFF))          # csum_replace_by_diff
+    elif field in (2, 4):
+        mask = 0xFFFF if field == 2 else 0xFFFFFFFF
+        # csum_replace4: ~csum_fold(~sum + ~from + to)
+        new = csum_fold(csum_add(csum_add(~old & 0xFFFF, ~frm & mask), to & mask))
+    else:
+        return -EINVAL
+    struct.pack_into("<H", buf, pos, new)
+    return 0
+
+
+@helper("bpf_l3_csum_replace")
+def bpf_l3_csum_replace(env, skb, offset, frm, to, flags):
+    if flags & ~BPF_F_HDR_FIELD_MASK:
+        return u64(-EINVAL)
+    got = _csum_field(env, skb, offset)
+    if isinstance(got, int):
+        return u64(got)
+    c, pos = got
+    return u64(_replace(c.packet.buf, pos, frm, to, flags & BPF_F_HDR_FIELD_MASK))
+
+
+@helper("bpf_l4_csum_replace")
+def bpf_l4_csum_replace(env, skb, offset, frm, to, flags):
+    allowed = BPF_F_MARK_MANGLED_0 | BPF_F_MARK_ENFORCE | BPF_F_PSEUDO_HDR | BPF_F_HDR_FIELD_MASK \
+        | BPF_F_IPV6
+    if flags & ~allowed:
+        return u64(-EINVAL)
+    got = _csum_field(env, skb, offset)
+    if isinstance(got, int):
+        return u64(got)
+    c, pos = got
+    buf = c.packet.buf
+    mmzero = flags & BPF_F_MARK_MANGLED_0
+    if mmzero and not flags & BPF_F_MARK_ENFORCE and not struct.unpack_from("<H", buf, pos)[0]:
+        return 0
+    # test_run skbs are CHECKSUM_NONE: inet_proto_csum_replace* only rewrite the field.
+    err = _replace(buf, pos, frm, to, flags & BPF_F_HDR_FIELD_MASK)
+    if err:
+        return u64(err)
+    if mmzero and not struct.unpack_from("<H", buf, pos)[0]:
+        struct.pack_into("<H", buf, pos, CSUM_MANGLED_0)
+    return 0
+
+
+@helper("bpf_get_hash_recalc")
+def bpf_get_hash_recalc(env, skb, *_):
+    # skb_get_hash: the kernel hashes the flow keys with a boot-time random key, so no value
+    # can match a given kernel; ours is a stable hash of the packet headers (never 0).
+    c = _ctx(env, skb, SkbContext)
+    if not c.hash_valid:
+        pkt = c.packet
+        digest = hashlib.blake2b(bytes(pkt.buf[pkt.head:pkt.head + 64]), digest_size=4).digest()
+        c.set_field("hash", int.from_bytes(digest, "little") or 1)
+        c.hash_valid = True
+    return c.field("hash")
+
+
+# -- XDP ---------------------------------------------------------------------------------------
+@helper("bpf_xdp_adjust_head")
+def bpf_xdp_adjust_head(env, xdp, offset, *_):
+    c = _ctx(env, xdp, XdpContext)
+    pkt = c.packet
+    off = offset & 0xFFFFFFFF
+    off = off - (1 << 32) if off >> 31 else off
+    metalen = pkt.head - pkt.meta
+    data = pkt.head + off
+    if data < XDP_FRAME_STRUCT + metalen or data > pkt.tail - ETH_HLEN:
+        return u64(-EINVAL)
+    if metalen:
+        pkt.buf[pkt.meta + off:pkt.meta + off + metalen] = pkt.buf[pkt.meta:pkt.meta + metalen]
+    pkt.meta += off
+    pkt.head = data
+    return 0
+
+
+@helper("bpf_xdp_adjust_meta")
+def bpf_xdp_adjust_meta(env, xdp, offset, *_):
+    c = _ctx(env, xdp, XdpContext)
+    pkt = c.packet
+    off = offset & 0xFFFFFFFF
+    off = off - (1 << 32) if off >> 31 else off
+    meta = pkt.meta + off
+    if meta < XDP_FRAME_STRUCT or meta > pkt.head:
+        return u64(-EINVAL)
+    metalen = pkt.head - meta
+    if metalen & 3 or metalen > 32:              # xdp_metalen_invalid
+        return u64(-EACCES)
+    pkt.meta = meta
+    return 0
+
+
+@helper("bpf_xdp_adjust_tail")
+def bpf_xdp_adjust_tail(env, xdp, offset, *_):
+    c = _ctx(env, xdp, XdpContext)
+    pkt = c.packet
+    off = offset & 0xFFFFFFFF
+    off = off - (1 << 32) if off >> 31 else off
+    end = pkt.tail + off
+    if end > len(pkt.buf) or end < pkt.head + ETH_HLEN:
+        return u64(-EINVAL)
+    if off > 0:
+        pkt.buf[pkt.tail:end] = bytes(off)
+    pkt.tail = end
+    return 0
+
+
+@helper("bpf_xdp_get_buff_len")
+def bpf_xdp_get_buff_len(env, xdp, *_):
+    return _ctx(env, xdp, XdpContext).packet.length

@@ -1,0 +1,159 @@
+"""Loaded programs: the kernel object (`LoadedProgram`, a `BpfProg`) and the user handle (`Program`).
+
+Job: a `LoadedProgram` is what BPF_PROG_LOAD leaves in the kernel: the executable
+instructions (map addresses already in the lddw imm64s), the maps it holds (refcnt only), the
+bound engine, `execute(ctx_addr, cpu)` under the CPU's lock.  It is also the VM's tail-call
+target and the `env.program` helpers see.  A `Program` is a user reference to it (an fd):
+`test_run`, `pin`, `info`, `close`.
+Must not import `kernel` (the real one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from bpfsim.errors import UsageError
+from bpfsim.isa.insn import Instruction, encode_slots
+from bpfsim.runtime.kobject import BpfProg
+from bpfsim.runtime.testrun import TestRunner, TestRunResult
+from bpfsim.uapi.constants import ProgType
+from bpfsim.vm.interpreter import Interpreter
+
+
+class LoadedProgram(BpfProg):
+    """A program in the emulated kernel."""
+
+    def __init__(self, kernel: Any, spec: Any, insns: list[Instruction], maps: list[Any]) -> None:
+        super().__init__(kernel, spec.name, int(spec.type))
+        self.spec = spec
+        self.insns = insns
+        self.expected_attach_type = int(spec.expected_attach_type)
+        self.license = spec.license
+        self.section = spec.section
+        for m in maps:
+            self.use_map(m)
+        self.engine: Interpreter | None = Interpreter(insns, mem=kernel.mem, helpers=kernel.helpers,
+                                                      name=spec.name, program=self,
+                                                      budget=kernel.insn_budget)
+        self.run_count = 0
+
+    # -- execution ------------------------------------------------------------------------------
+    def execute(self, ctx_addr: int, cpu: int) -> tuple[int, int]:
+        """Run once with r1 = ctx_addr on `cpu`, holding that CPU's lock; (r0, insns executed)."""
+        engine = self.engine
+        if engine is None:
+            raise UsageError(f"program '{self.name}' is freed")
+        with self.kernel.cpu_locks[cpu]:
+            r0 = engine.run(ctx_addr, program=self, cpu=cpu)
+            self.run_count += 1
+            return r0, engine.last_insn_count
+
+    def call_function(self, func_ptr_index: int, args: tuple[int, ...], cpu: int) -> int:
+        """Run a callback subprogram of this program (timer callbacks fired by the clock)."""
+        if self.engine is None:
+            raise UsageError(f"program '{self.name}' is freed")
+        return self.engine.call_function(func_ptr_index, args, program=self, cpu=cpu)
+
+    def release(self) -> None:
+        self.engine = None
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def tag(self) -> str:
+        """Like the kernel's prog tag: the first 8 bytes of the SHA-1 of the instructions with
+        map addresses cleared (bpf_prog_calc_tag), in hex."""
+        cleared = [Instruction(i.opcode, i.dst, i.src, i.off, 0 if i.src in (1, 2) and i.opcode == 0x18
+                               else i.imm) if not i.lddw_tail else Instruction(i.opcode, i.dst, i.src,
+                                                                              i.off, 0, lddw_tail=True)
+                   for i in self.insns]
+        return hashlib.sha1(encode_slots(cleared)).hexdigest()[:16]
+
+    @property
+    def type_name(self) -> str:
+        try:
+            return ProgType(self.prog_type).name.lower()
+        except ValueError:
+            return str(self.prog_type)
+
+    def info(self) -> dict[str, Any]:
+        """BPF_OBJ_GET_INFO_BY_FD, the parts that mean something here."""
+        return {"id": self.id, "name": self.name[:15], "type": self.type_name, "tag": self.tag,
+                "insns": len(self.insns), "map_ids": [m.id for m in self.used_maps],
+                "gpl_compatible": self.kernel.gpl_compatible(self.license),
+                "run_cnt": self.run_count}
+
+
+class Program:
+    """A user reference to a loaded program (like an fd); closing it drops the reference."""
+
+    def __init__(self, prog: LoadedProgram, *, owned: bool = True) -> None:
+        if not owned:
+            prog.inc()
+        self._prog: LoadedProgram | None = prog
+
+    @property
+    def kobject(self) -> LoadedProgram:
+        if self._prog is None:
+            raise UsageError("program handle is closed")
+        return self._prog
+
+    # -- identity -------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.kobject.name
+
+    @property
+    def type(self) -> int:
+        return self.kobject.prog_type
+
+    @property
+    def id(self) -> int:
+        return self.kobject.id
+
+    @property
+    def insns(self) -> list[Instruction]:
+        """The executable instructions (one per 8-byte slot)."""
+        return self.kobject.insns
+
+    @property
+    def insn_count(self) -> int:
+        return len(self.kobject.insns)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return self.kobject.info()
+
+    # -- actions --------------------------------------------------------------------------------
+    def test_run(self, data: bytes | None = None, ctx: Any = None, repeat: int = 1, cpu: int = 0,
+                 flags: int = 0) -> TestRunResult:
+        """BPF_PROG_TEST_RUN (net/bpf/test_run.c rules per program type).  `ctx` is bytes or a
+        {field: value} dict (__sk_buff / xdp_md).  Refusals raise KernelError with the errno."""
+        if repeat < 0:
+            raise UsageError("repeat must be >= 0")
+        return TestRunner(self.kobject).run(data, ctx, repeat, cpu, flags)
+
+    def pin(self, path: str) -> None:
+        """BPF_OBJ_PIN: the pin holds its own reference."""
+        self.kobject.kernel.pin_object(path, self.kobject)
+
+    def close(self) -> None:
+        """Drop this handle's reference (idempotent)."""
+        prog, self._prog = self._prog, None
+        if prog is not None:
+            prog.put()
+
+    @property
+    def closed(self) -> bool:
+        return self._prog is None
+
+    def __enter__(self) -> Program:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._prog is None:
+            return "<Program (closed)>"
+        return f"<Program '{self._prog.name}' id={self._prog.id} {self._prog.type_name}>"
