@@ -2,14 +2,13 @@
 
 Every scenario is written once against a small backend interface and runs twice: `sim`
 (bpfsim.Runtime, time moved by clock.advance) and `kernel` (the same object loaded with
-libbpf, real time, short timers; marked `kernel`).  Both must give the same results.
+bpfsim.kernel, real time, short timers; marked `kernel`).  Both must give the same results.
 The fixture is tests/fixtures/timer/timer_rules.bpf.c: one SEC("syscall") program per
 timer operation; callbacks report into the element (counter, stamp, lastkey, who, cpu, ret).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import struct
 import time
@@ -37,13 +36,6 @@ MODE_COUNT, MODE_REARM, MODE_CANCEL_SELF, MODE_CANCEL_OTHER, MODE_DELETE_SELF, M
 _ELEM = struct.Struct("<16xQQQIIQQqII")
 ELEM_FIELDS = ("counter", "stamp", "boot_stamp", "lastkey", "mode", "arg", "arg2", "ret", "who", "cpu")
 ELEM_SIZE = 80
-
-
-def _kernel_harness():
-    spec = importlib.util.spec_from_file_location("timer_kharness", FIXTURES / "kharness.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def kernel_skip_reason() -> str | None:
@@ -109,14 +101,10 @@ class SimBackend(Backend):
         self.clock = self.rt.clock
 
     def run_pkt(self, prog, data=bytes(64)):
-        r = self.coll.programs[prog].test_run(data=data)
-        v = r.retval & 0xFFFFFFFF
-        return v - (1 << 32) if v >> 31 else v
+        return _s32(self.coll.programs[prog].test_run(data=data).retval)
 
     def _run(self, prog, ctx):
-        r = self.coll.programs[prog].test_run(ctx=ctx)
-        v = r.retval & 0xFFFFFFFF
-        return v - (1 << 32) if v >> 31 else v
+        return _s32(self.coll.programs[prog].test_run(ctx=ctx).retval)
 
     def _lookup(self, name, key):
         try:
@@ -145,28 +133,30 @@ class KernelBackend(Backend):
     name = "kernel"
 
     def __init__(self) -> None:
-        from bpfsim.kernel import syscall as sc
+        import bpfsim.kernel
 
-        self.sc = sc
-        self.obj = _kernel_harness().KernelObject(OBJ)
+        self.coll = bpfsim.kernel.load(OBJ)
         # Arm on CPU 0 like the emulator (test_run of a syscall program runs on this thread).
         self._affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {0})
 
     def run_pkt(self, prog, data=bytes(64)):
-        return self.obj.run(prog, data=data)
+        return _s32(self.coll.programs[prog].test_run(data=data).retval)
 
     def _run(self, prog, ctx):
-        return self.obj.run(prog, ctx=ctx)
+        return syscall_test_run(self.coll.programs[prog], ctx)
 
     def _lookup(self, name, key):
-        return self.sc.map_lookup(self.obj.map_fd(name), key, ELEM_SIZE)
+        try:
+            return self.coll.maps[name].raw[key]
+        except KeyError:
+            return None
 
     def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
-        self.sc.map_update(self.obj.map_fd("thash" if m == HASH else "tarr"), struct.pack("<I", k), value)
+        self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)] = value
 
     def sys_delete(self, m, k):
-        self.sc.map_delete(self.obj.map_fd("thash" if m == HASH else "tarr"), struct.pack("<I", k))
+        del self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)]
 
     def wait(self, ns: int) -> None:
         # Real time, plus slack for the softirq (timers fire ~40 us late, more under load).
@@ -178,8 +168,23 @@ class KernelBackend(Backend):
         return time.clock_gettime_ns(host[clockid])
 
     def close(self) -> None:
-        self.obj.close()
+        self.coll.close()
         os.sched_setaffinity(0, self._affinity)
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def syscall_test_run(prog, ctx: bytes) -> int:
+    """BPF_PROG_TEST_RUN of a SEC("syscall") program on the kernel.  test_run.c:
+    bpf_prog_test_run_syscall refuses repeat, ctx_out, data and flags, which
+    KernelProgram.test_run (repeat=1, ctx_out sized like ctx) always sends, so go to the
+    syscall layer with the program's fd."""
+    from bpfsim.kernel import syscall as sc
+
+    return _s32(sc.prog_test_run(prog.fd, ctx=ctx, repeat=0, ctx_size_out=0).retval)
 
 
 @pytest.fixture(params=["sim", pytest.param("kernel", marks=pytest.mark.kernel)])
