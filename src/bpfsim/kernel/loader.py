@@ -178,10 +178,11 @@ class _Loader:
         if self.btf is None:
             return offs
         for ps in self.spec.programs.values():
-            for li in ps.line_info:
-                for s in (li.file, li.line):
-                    if s not in offs:
-                        offs[s] = self.btf.strings.add(s)
+            strings = [s for li in ps.line_info for s in (li.file, li.line)]
+            strings += [r.access for r in ps.core_relos]
+            for s in strings:
+                if s not in offs:
+                    offs[s] = self.btf.strings.add(s)
         return offs
 
     def _load_btf(self) -> None:
@@ -380,13 +381,18 @@ class _Loader:
         except LinkError:
             raise LinkError(f"{what}: not found in kernel BTF ({kind} '{name}')") from None
 
-    def _btf_ext(self, ps: ProgramSpec, line_strings: dict[str, int]) -> tuple[bytes, bytes]:
+    def _btf_ext(self, ps: ProgramSpec, strings: dict[str, int]) -> dict[str, bytes]:
+        """func_info, line_info and CO-RE records in the kernel's layouts.  CO-RE relocations
+        are handed to the kernel, which resolves them against its own BTF at load time
+        (verifier.c: check_core_relo, as for libbpf's light skeletons) -- no vmlinux walk here."""
         if self.btf_fd < 0:
-            return b"", b""
+            return {}
         fi = b"".join(struct.pack("<II", f.insn, f.type_id) for f in ps.func_info)
-        li = b"".join(struct.pack("<IIII", x.insn, line_strings[x.file], line_strings[x.line],
+        li = b"".join(struct.pack("<IIII", x.insn, strings[x.file], strings[x.line],
                                   (x.line_num << 10) | (x.col & 0x3FF)) for x in ps.line_info)
-        return fi, li
+        cr = b"".join(struct.pack("<IIII", r.insn * 8, r.type_id, strings[r.access], r.kind)
+                      for r in ps.core_relos)
+        return {"func_info": fi, "line_info": li, "core_relos": cr}
 
     def _load_program(self, name: str, ps: ProgramSpec, line_strings: dict[str, int]) -> None:
         if ps.type in _UNSUPPORTED_TYPES:
@@ -398,11 +404,10 @@ class _Loader:
             attach_btf_id = self._vmlinux_id(prefix + ps.attach_to, kind,
                                              f"program '{name}': attach target '{ps.attach_to}'")
         insns = self._insns(ps)
-        fi, li = self._btf_ext(ps, line_strings)
         args = dict(kern_version=ps.kernel_version or self.spec.kernel_version,
                     prog_flags=ps.flags, name=name, expected_attach_type=ps.expected_attach_type,
-                    prog_btf_fd=self.btf_fd if self.btf_fd >= 0 else 0, func_info=fi, line_info=li,
-                    attach_btf_id=attach_btf_id)
+                    prog_btf_fd=self.btf_fd if self.btf_fd >= 0 else 0,
+                    attach_btf_id=attach_btf_id, **self._btf_ext(ps, line_strings))
         license = ps.license or self.spec.license
         log = sc.Log(VERIFIER_LOG_SIZE, self.log_level) if self.log_level else None
         try:

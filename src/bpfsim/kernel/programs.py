@@ -38,6 +38,10 @@ def _ctx_bytes(prog_type: int, ctx: bytes | dict | None) -> bytes | None:
     raise UsageError(f"ctx as a dict is not defined for {ProgType(prog_type).name} programs; give bytes")
 
 
+def _type_name(t: int) -> str:
+    return ProgType(t).name.lower() if t in ProgType._value2member_map_ else str(t)
+
+
 class KernelProgram:
     """A program the kernel accepted.  `spec` is the ProgramSpec it was loaded from (or None
     for a handle from `get_pinned`)."""
@@ -68,35 +72,45 @@ class KernelProgram:
     def id(self) -> int:
         return sc.prog_get_info(self._fd()).id
 
-    def info(self) -> sc.ProgInfo:
-        """The kernel's `bpf_prog_info` (tag, xlated length, verified insns, map ids...)."""
-        return sc.prog_get_info(self._fd())
+    @property
+    def info(self) -> dict[str, Any]:
+        """BPF_OBJ_GET_INFO_BY_FD, with the emulator Program.info's keys (plus the kernel's
+        xlated/jited lengths and verified insns)."""
+        i = sc.prog_get_info(self._fd())
+        return {"id": i.id, "name": i.name, "type": _type_name(i.type), "tag": i.tag.hex(),
+                "insns": i.xlated_prog_len // 8, "map_ids": i.map_ids,
+                "gpl_compatible": i.gpl_compatible, "run_cnt": i.run_cnt,
+                "xlated_prog_len": i.xlated_prog_len, "jited_prog_len": i.jited_prog_len,
+                "verified_insns": i.verified_insns}
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.type)
 
     def __repr__(self) -> str:
-        kind = ProgType(self.type).name if self.type in ProgType._value2member_map_ else self.type
-        return f"<KernelProgram {self.name!r} {kind} fd={self.fd}>"
+        if self.fd < 0:
+            return "<KernelProgram (closed)>"
+        return f"<KernelProgram '{self.name}' fd={self.fd} {self.type_name}>"
 
-    def test_run(self, data: bytes | None = b"", *, ctx: bytes | dict | None = None, repeat: int = 1,
-                 cpu: int | None = None, flags: int = 0, data_size_out: int | None = None) -> Any:
-        """BPF_PROG_TEST_RUN.  `ctx` may be bytes or a dict of context fields (encoded with the
-        emulator's context layouts, so both backends accept the same arguments).  Returns the
-        emulator's result type; `duration_ns` is the kernel's average per repetition."""
+    def test_run(self, data: bytes | None = None, ctx: bytes | dict | None = None, repeat: int = 1,
+                 cpu: int = 0, flags: int = 0, *, data_size_out: int | None = None) -> Any:
+        """BPF_PROG_TEST_RUN, with the emulator Program.test_run's arguments.  `ctx` may be
+        bytes or a dict of context fields (packed with the emulator's layouts).  `cpu` is
+        passed to the kernel, which uses it only with BPF_F_TEST_RUN_ON_CPU in `flags`.
+        Returns the emulator's TestRunResult; `duration_ns` is the kernel's average per
+        repetition, `r0` only the low 32 bits (all the kernel reports), `insns` 0 (unknown)."""
         if repeat < 0:
             raise UsageError("repeat must be >= 0")
         ctx_in = _ctx_bytes(self.type, ctx)
-        if cpu is not None:
-            flags |= 1  # BPF_F_TEST_RUN_ON_CPU
         start = time.perf_counter_ns()
         try:
             r = sc.prog_test_run(self._fd(), bytes(data or b""), ctx=ctx_in, repeat=repeat,
-                                 flags=flags, cpu=cpu or 0, data_size_out=data_size_out)
+                                 flags=flags, cpu=cpu, data_size_out=data_size_out)
         except KernelError as e:
             raise KernelError(e.command, e.errno, f"program '{self.name}'") from None
         wall = (time.perf_counter_ns() - start) // max(repeat, 1)
         from bpfsim.runtime.testrun import TestRunResult
 
-        # The kernel reports only the low 32 bits of r0 (bpf_test_finish copies a u32 retval)
-        # and no instruction count.
         return TestRunResult(retval=r.retval, data=r.data if self.type in _PACKET_TYPES else None,
                              ctx=r.ctx if ctx_in is not None else None, duration_ns=r.duration_ns,
                              r0=r.retval, insns=0, wall_ns=wall, repeat=max(repeat, 1))

@@ -333,6 +333,7 @@ class Log:
 
 FUNC_INFO_REC_SIZE = 8    # struct bpf_func_info {insn_off, type_id}
 LINE_INFO_REC_SIZE = 16   # struct bpf_line_info {insn_off, file_name_off, line_off, line_col}
+CORE_RELO_REC_SIZE = 16   # struct bpf_core_relo {insn_off (bytes), type_id, access_str_off, kind}
 
 
 def prog_load(prog_type: int, insns: bytes, license: str, *, log: Log | None = None,
@@ -341,7 +342,7 @@ def prog_load(prog_type: int, insns: bytes, license: str, *, log: Log | None = N
               func_info_rec_size: int = FUNC_INFO_REC_SIZE, line_info: bytes = b"",
               line_info_rec_size: int = LINE_INFO_REC_SIZE, attach_btf_id: int = 0,
               attach_prog_fd: int = 0, fd_array: list[int] | None = None,
-              prog_ifindex: int = 0) -> int:
+              prog_ifindex: int = 0, core_relos: bytes = b"") -> int:
     """BPF_PROG_LOAD; returns the program fd.
 
     `log`, when given, receives the verifier log (also on failure: read `log.text` after
@@ -354,6 +355,7 @@ def prog_load(prog_type: int, insns: bytes, license: str, *, log: Log | None = N
     fi = _cbuf(func_info) if func_info else None
     li = _cbuf(line_info) if line_info else None
     fda = (ctypes.c_int32 * len(fd_array))(*fd_array) if fd_array else None
+    cr = _cbuf(core_relos) if core_relos else None
     a = ProgLoadAttr(
         prog_type=prog_type, insn_cnt=len(insns) // 8, insns=_addr(ins), license=_addr(lic),
         log_level=log.level if logbuf is not None else 0,
@@ -365,7 +367,9 @@ def prog_load(prog_type: int, insns: bytes, license: str, *, log: Log | None = N
         func_info_cnt=len(func_info) // func_info_rec_size if fi is not None else 0,
         line_info_rec_size=line_info_rec_size if li is not None else 0, line_info=_addr(li),
         line_info_cnt=len(line_info) // line_info_rec_size if li is not None else 0,
-        attach_btf_id=attach_btf_id, attach_prog_fd=attach_prog_fd, fd_array=_addr(fda))
+        attach_btf_id=attach_btf_id, attach_prog_fd=attach_prog_fd, fd_array=_addr(fda),
+        core_relos=_addr(cr), core_relo_cnt=len(core_relos) // CORE_RELO_REC_SIZE if cr else 0,
+        core_relo_rec_size=CORE_RELO_REC_SIZE if cr else 0)
     try:
         for attempt in range(5):
             try:
@@ -463,6 +467,8 @@ def _pin_detail(path: str, err: int) -> str:
     if err == 2:
         parent = os.path.dirname(os.path.abspath(path))
         return path if os.path.isdir(parent) else f"{path} (directory {parent} does not exist)"
+    if err == 1 and any("." in part for part in os.path.abspath(path).split("/")[4:]):
+        return f"{path}: bpffs names may not contain '.' (inode.c: bpf_lookup)"
     if err == 1 and os.geteuid() == 0 and not _on_bpffs(path):
         return f"{path} is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf)"
     if err == 1 and os.geteuid() != 0:
