@@ -337,6 +337,36 @@ def test_realtime_timer_is_a_monotonic_timer(be):
     assert be.fired(ARR, 0) == 1
 
 
+def test_absolute_u64_max_quirk(be):
+    """An absolute expiry >= 2^63 never fires by itself, but its soft expiry is negative:
+    when an earlier timer on the same CPU and base expires, the softirq walk runs it too."""
+    pin = BPF_F_TIMER_CPU_PIN
+    for k in (0, 1):
+        assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+    assert be.start(ARR, 0, U64_MAX, BPF_F_TIMER_ABS | pin) == 0
+    be.wait(ms(50))
+    assert be.fired(ARR, 0) == 0
+    assert be.start(ARR, 1, ms(5), pin) == 0
+    be.wait(ms(30))
+    assert be.fired(ARR, 1) == 1 and be.fired(ARR, 0) == 1
+
+
+def test_tied_timers_cancelling_each_other_first_wins(be):
+    """Equal deadlines on one CPU fire FIFO in (re)start order; a restart at the same
+    deadline moves a timer behind the other."""
+    pin = BPF_F_TIMER_CPU_PIN | BPF_F_TIMER_ABS
+    for k, other in ((0, 1), (1, 0)):
+        assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+        assert be.mode(ARR, k, MODE_CANCEL_OTHER, other) == 0
+    deadline = be.now() + ms(30)
+    assert be.start(ARR, 0, deadline, pin) == 0
+    assert be.start(ARR, 1, deadline, pin) == 0
+    assert be.start(ARR, 0, deadline, pin) == 0     # now behind timer 1
+    be.wait(ms(60))
+    assert be.fired(ARR, 1) == 1 and be.elem(ARR, 1)["ret"] == 1
+    assert be.fired(ARR, 0) == 0
+
+
 # -- §6 cancel ----------------------------------------------------------------------------------
 def test_cancel_pending_returns_1_and_drops_callback(be):
     assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
