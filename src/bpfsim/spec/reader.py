@@ -239,10 +239,8 @@ class _Loader:
         self.spec.btf = btf
         ext_sec = self.elf.section(".BTF.ext")
         if ext_sec is not None:
-            try:
-                from bpfsim.btf.ext import BtfExt
-            except ImportError:  # pragma: no cover - bpfsim.btf.ext is being written
-                return
+            from bpfsim.btf.ext import BtfExt
+
             self.ext = BtfExt.parse(ext_sec.data, btf, self.elf.byteorder)
 
     # -- stage: license -------------------------------------------------------------------
@@ -745,12 +743,12 @@ class _Linker:
             for rec in ext.line_info.get(sec, ()):
                 if lo <= rec.insn_off < hi:
                     self.prog.line_info.append(LineInfo(
-                        base + (rec.insn_off - lo) // INSN_SIZE, rec.file_name, rec.line,
-                        rec.line_num, rec.line_col))
+                        base + (rec.insn_off - lo) // INSN_SIZE, rec.file, rec.line,
+                        rec.line_num, rec.col))
             for rec in ext.core_relos.get(sec, ()):
                 if lo <= rec.insn_off < hi:
                     self.prog.core_relos.append(CoreRelo(
-                        base + (rec.insn_off - lo) // INSN_SIZE, rec.type_id, rec.access_str,
+                        base + (rec.insn_off - lo) // INSN_SIZE, rec.type_id, rec.access,
                         int(rec.kind)))
 
 
