@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from bpfsim.btf import values
+from bpfsim.btf.fields import FieldRecord, parse_fields
 from bpfsim.btf.parse import StringTable, parse_btf, serialize_btf
 from bpfsim.btf.types import KIND_IDS, MAX_RESOLVE_DEPTH, MODIFIER_KINDS, VOID, BtfType, SpecialField
 from bpfsim.errors import LinkError, UsageError
@@ -168,11 +170,9 @@ class Btf:
 
     # -- map values ---------------------------------------------------------------------
 
-    def field_record(self, tid: int, value_size: int | None = None):
+    def field_record(self, tid: int, value_size: int | None = None) -> FieldRecord:
         """The kernel's `btf_record` for a map value type (btf.c: btf_parse_fields).
-        See `bpfsim.btf.fields.FieldRecord` for what `.valid` False means."""
-        from bpfsim.btf.fields import parse_fields
-
+        See `FieldRecord` (btf/fields.py) for what `.valid` False means."""
         return parse_fields(self, tid, value_size)
 
     def special_fields(self, tid: int, value_size: int | None = None) -> list[SpecialField]:
@@ -184,12 +184,8 @@ class Btf:
 
     def decode(self, tid: int, data: bytes) -> Any:
         """Bytes -> the value bpftool prints under "formatted" (see `bpfsim.btf.values`)."""
-        from bpfsim.btf.values import decode
-
-        return decode(self, tid, data)
+        return values.decode(self, tid, data)
 
     def encode(self, tid: int, value: Any) -> bytes:
         """The inverse of `decode`; UsageError when `value` does not fit the type."""
-        from bpfsim.btf.values import encode
-
-        return encode(self, tid, value)
+        return values.encode(self, tid, value)

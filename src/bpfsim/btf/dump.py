@@ -27,6 +27,14 @@ def _enum_encoding(t: BtfType) -> str:
     return "SIGNED" if t.kflag else "UNSIGNED"
 
 
+def _json_enum_val(t: BtfType, value: int) -> int:
+    """bpftool passes an unsigned ENUM's `__s32 val` to jsonw_uint_field(u64): values with
+    the top bit set come out sign-extended to 64 bits (4026531839 prints 18446744073441116159)."""
+    if t.kind == "ENUM" and not t.kflag and value & 0x80000000:
+        return value | 0xFFFFFFFF00000000
+    return value
+
+
 def type_fields(btf: Btf, tid: int) -> dict[str, Any]:
     """One type as bpftool's JSON object (field order is bpftool's)."""
     t = btf.types[tid]
@@ -49,7 +57,8 @@ def type_fields(btf: Btf, tid: int) -> dict[str, Any]:
         out.update(size=t.size, vlen=len(t.members), members=members)
     elif k in ("ENUM", "ENUM64"):
         out.update(encoding=_enum_encoding(t), size=t.size, vlen=len(t.values),
-                   values=[{"name": _name(v.name, v.name_off), "val": v.value} for v in t.values])
+                   values=[{"name": _name(v.name, v.name_off), "val": _json_enum_val(t, v.value)}
+                           for v in t.values])
     elif k == "FWD":
         out["fwd_kind"] = "union" if t.kflag else "struct"
     elif k == "FUNC":

@@ -1,0 +1,44 @@
+"""`bpfsim btf dump OBJ [--json]`: the object's BTF exactly as `bpftool btf dump file OBJ`
+(raw format) or `bpftool -j btf dump file OBJ` prints it.
+
+OBJ is an ELF object with a `.BTF` section, or a raw BTF blob (like bpftool, recognised by the
+BTF magic).  The types are shown as stored in the file: DATASEC sizes and offsets are not yet
+fixed up (libbpf does that when loading, and bpftool does not when dumping a file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bpfsim.btf import Btf
+from bpfsim.btf.dump import dump_json, dump_raw
+from bpfsim.elf.reader import read_elf
+from bpfsim.errors import ParseError
+
+
+def read_btf(path: str) -> Btf:
+    """The `.BTF` of an object file, or a raw BTF file (bpftool: is_btf_raw)."""
+    data = Path(path).read_bytes()
+    if data[:2] in (b"\x9f\xeb", b"\xeb\x9f"):
+        return Btf.parse(data, "little" if data[:2] == b"\x9f\xeb" else "big")
+    elf = read_elf(data)
+    sec = elf.section(".BTF")
+    if sec is None:
+        raise ParseError(f"{path}: no .BTF section")
+    return Btf.parse(sec.data, elf.byteorder)
+
+
+@click.group("btf")
+def command() -> None:
+    """Inspect BTF type information."""
+
+
+@command.command("dump")
+@click.argument("obj", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print bpftool's -j JSON document.")
+def dump(obj: str, as_json: bool) -> None:
+    """Print every BTF type of OBJ, in bpftool's raw format."""
+    btf = read_btf(obj)
+    click.echo(dump_json(btf) if as_json else dump_raw(btf), nl=False)
