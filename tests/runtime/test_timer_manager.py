@@ -341,3 +341,19 @@ def test_timeline_records(k):
     assert fire["cpu"] == 1 and fire["map"] == "tmap" and fire["key"] == "03000000"
     import json
     assert json.loads(k.timers.timeline.to_json())[2]["ret"] == 0
+
+
+def test_irq_exit_fires_only_due_timers_and_not_from_callbacks(k):
+    """Process-context programs: a due timer fires right after start (spec: EMP on 6.18)."""
+    m = Map(k)
+    a, b = m.slot(0), m.slot(1)
+    fired = []
+    setup(k, a, lambda cpu, *x: fired.append(("a", k.timers.irq_exit(cpu))))
+    setup(k, b, lambda cpu, *x: fired.append("b"))
+    k.timers.start(b, ms(1), 0, cpu=0)
+    assert k.timers.irq_exit(0) == 0 and fired == []
+    k.timers.start(a, 0, 0, cpu=0)
+    k.timers.start(b, 0, 0, cpu=0)
+    assert k.timers.irq_exit(1) == 0                  # nothing due on CPU 1
+    assert k.timers.irq_exit(0) == 2
+    assert fired == [("a", 0), "b"]                   # no nested softirq inside a callback
