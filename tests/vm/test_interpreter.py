@@ -352,3 +352,15 @@ def test_bad_registers_and_entry_points() -> None:
         engine("exit").run(entry=5)
     with pytest.raises(BpfError):
         engine("call local +5\nexit").run()
+
+
+def test_may_goto_counts_down_then_jumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bpfsim.vm.interpreter as interp
+
+    monkeypatch.setattr(interp, "BPF_MAX_LOOPS", 5)
+    # loop: r0 += 1; may_goto +1 (out); ja loop; out: exit
+    prog = [Instruction(0xB7, 0, 0, 0, 0), Instruction(0x07, 0, 0, 0, 1), Instruction(0xE5, 0, 0, 1),
+            Instruction(0x05, 0, 0, -3), Instruction(0x95)]
+    assert engine(prog).run() == 6
+    with pytest.raises(ExecutionError, match="past the last"):
+        engine([Instruction(0xE5, 0, 0, -9), Instruction(0x05, 0, 0, -2)]).run()

@@ -466,6 +466,8 @@ class Interpreter:
                         pc += 1
                     else:
                         pc = pc + 1 + insn.off
+                        if not 0 <= pc < len(code.insns):
+                            pc = len(code.insns)   # ops[n] traps
                     continue
                 # calls
                 local: int | None = None
