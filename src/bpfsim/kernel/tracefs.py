@@ -1,59 +1,92 @@
-"""Reading the kernel's trace pipe (where bpf_printk writes), without blocking.
+"""bpf_printk output of the real kernel, read from a private tracefs instance.
 
-Job: the one place bpfsim reads tracefs.  `TraceReader` drains what is already queued when it
-is created, then `read()` returns the lines written since.  The trace buffer is global, so
-lines from other BPF programs running at the same time would show up too.
+Job: `TraceReader().read()` returns the trace_pipe lines (kernel format) that appeared since
+the last call.  Reading the global /sys/kernel/tracing/trace_pipe would consume lines other
+readers (other test processes) need, so each reader makes its own instance
+(`instances/bpfsim-<pid>-<n>`) and enables only the `bpf_trace:bpf_trace_printk` event
+there; every instance receives its own copy of each event.
+Must not call bpf(2) and must not import `runtime`.  (Replaces a first version that read the
+global trace_pipe; same interface.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import os
 
 from bpfsim.errors import NotSupported
 
-TRACEFS_CANDIDATES = ("/sys/kernel/tracing/trace_pipe", "/sys/kernel/debug/tracing/trace_pipe")
+TRACEFS_ROOTS = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+EVENT = "events/bpf_trace/bpf_trace_printk/enable"
+_counter = itertools.count()
 
 
-def find_trace_pipe() -> str:
-    for path in TRACEFS_CANDIDATES:
-        if os.path.exists(path):
-            return path
-    raise NotSupported("tracefs trace_pipe", detail="mount tracefs at /sys/kernel/tracing")
+def tracefs_root() -> str:
+    """Where tracefs is mounted; NotSupported when it is not."""
+    for root in TRACEFS_ROOTS:
+        if os.path.isdir(os.path.join(root, "instances")):
+            return root
+    raise NotSupported("tracefs", detail="mount it: mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 class TraceReader:
-    """Non-blocking reader of trace_pipe lines."""
+    """A private tracefs instance collecting bpf_trace_printk events (bpf_printk's lines)."""
 
-    def __init__(self, path: str | None = None) -> None:
-        self.path = path or find_trace_pipe()
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+    def __init__(self) -> None:
+        root = tracefs_root()
+        self.path = os.path.join(root, "instances", f"bpfsim-{os.getpid()}-{next(_counter)}")
+        try:
+            os.mkdir(self.path)
+        except OSError as e:
+            raise NotSupported("tracefs instance", detail=f"{self.path}: {e.strerror}") from None
+        self._fd = -1
         self._partial = b""
-        self.read()  # drop what was queued before us
+        try:
+            _write(os.path.join(self.path, EVENT), "1")
+            _write(os.path.join(self.path, "tracing_on"), "1")
+            self._fd = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+        except OSError as e:
+            self.close()
+            raise NotSupported("bpf_trace_printk event", detail=f"{self.path}: {e.strerror}") from None
 
     def read(self) -> list[str]:
-        """Complete lines available now."""
-        chunks = []
+        """Every complete line that arrived since the last call (never blocks)."""
+        if self._fd < 0:
+            return []
+        chunks = [self._partial]
         while True:
             try:
-                data = os.read(self.fd, 65536)
+                data = os.read(self._fd, 65536)
             except BlockingIOError:
                 break
-            except OSError as exc:
-                if exc.errno == errno.EAGAIN:
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EINTR):
                     break
                 raise
             if not data:
                 break
             chunks.append(data)
-        buf = self._partial + b"".join(chunks)
+        buf = b"".join(chunks)
         *lines, self._partial = buf.split(b"\n")
-        return [line.decode(errors="replace") for line in lines if line]
+        return [ln.decode("utf-8", errors="replace") for ln in lines if ln]
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        """Remove the instance (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if os.path.isdir(self.path):
+            with contextlib.suppress(OSError):
+                _write(os.path.join(self.path, EVENT), "0")
+            with contextlib.suppress(OSError):
+                os.rmdir(self.path)
 
     def __enter__(self) -> TraceReader:
         return self

@@ -1,0 +1,46 @@
+"""bpf_printk lines from a private tracefs instance: two readers both see every line."""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+import pytest
+
+from bpfsim.kernel import syscall as sc
+from bpfsim.kernel.tracefs import TraceReader
+
+pytestmark = pytest.mark.kernel
+
+
+def _insn(op: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", op, (src << 4) | dst, off, imm)
+
+
+# *(u32 *)(r10 - 4) = "hi\n"; r1 = r10 - 4; r2 = 4; call bpf_trace_printk; r0 = 0; exit
+PRINT_HI = (_insn(0x62, 10, 0, -4, 0x000A6968) + _insn(0xBF, 1, 10) + _insn(0x07, 1, imm=-4)
+            + _insn(0xB7, 2, imm=4) + _insn(0x85, imm=6) + _insn(0xB7, 0) + _insn(0x95))
+
+
+def test_two_readers_each_get_every_line():
+    fd = sc.prog_load(6, PRINT_HI, "GPL")
+    try:
+        with TraceReader() as a, TraceReader() as b:
+            sc.prog_test_run(fd, bytes(64), repeat=3)
+            lines_a: list[str] = []
+            lines_b: list[str] = []
+            for _ in range(50):
+                lines_a += a.read()
+                lines_b += b.read()
+                if len(lines_a) >= 3 and len(lines_b) >= 3:
+                    break
+                time.sleep(0.01)
+            mine = [ln for ln in lines_a if f"-{os.getpid()} " in ln]
+            assert len(mine) == 3 and all(ln.endswith("bpf_trace_printk: hi") for ln in mine)
+            assert len([ln for ln in lines_b if f"-{os.getpid()} " in ln]) == 3
+            assert a.read() == []
+            path = a.path
+        assert not os.path.exists(path)
+    finally:
+        sc.close(fd)
