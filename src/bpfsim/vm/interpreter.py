@@ -227,7 +227,7 @@ class _Code:
         bad = f"invalid instruction (opcode {op:#04x})"
         if insn.lddw_tail:
             return _trap("jump into the second slot of lddw")
-        if dst > 10 or src > 10:
+        if not (0 <= op <= 0xFF and 0 <= dst <= 10 and 0 <= src <= 10):
             return _trap(f"invalid register in instruction (opcode {op:#04x}, dst r{dst}, src r{src})")
 
         def target(t: int) -> int:
