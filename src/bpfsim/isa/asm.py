@@ -145,7 +145,8 @@ def _try_conf_form(spec: OpSpec, ops: list[str], args: list[str], line: int) -> 
                 return None
             setattr(p, "dst" if ph == "md" else "src", int(m.group(1)))
             if m.group(2):
-                p.off = _fit(_int(m.group(2) + m.group(3), line, "offset"), 16, line, "offset")
+                p.off = _fit(_int(m.group(2) + m.group(3), line, "offset"), 16, line, "offset",
+                             unsigned_ok=False)
         elif tok.startswith("%") or tok.startswith("["):
             return None
         elif ph == "imm":
@@ -210,6 +211,7 @@ _PH_RE = {
     "d": r"(?P<d>\d+)", "s": r"(?P<s>\d+)",
     "imm": rf"(?P<imm>{_NUM})", "lo": rf"(?P<imm>{_NUM})", "imm64": rf"(?P<imm64>{_NUM})",
     "off": r"(?P<off>[+-]\s*(?:0[xX][0-9a-fA-F]+|\d+))",
+    "idx": r"(?P<imm>[+-]\s*(?:0[xX][0-9a-fA-F]+|\d+))",
     "tgt": rf"(?P<tgt>{_NUM}|{_IDENT})", "tgt32": rf"(?P<tgt32>{_NUM}|{_IDENT})",
     "koff": rf"(?P<koff>{_NUM})", "asc": rf"(?P<asc1>{_NUM})\s*,\s*(?P<asc2>{_NUM})",
 }
@@ -234,7 +236,7 @@ def _compile_llvm(tmpl: str) -> re.Pattern[str]:
     return re.compile(r"^\s*" + rx + r"\s*$")
 
 
-_SAMPLE = {"{asc}": "1, 1", "{off}": "+ 1", "{tgt}": "+1", "{tgt32}": "+1"}
+_SAMPLE = {"{asc}": "1, 1", "{off}": "+ 1", "{idx}": "+ 1", "{tgt}": "+1", "{tgt32}": "+1"}
 
 
 def _sig_of_template(tmpl: str) -> str:
@@ -291,7 +293,7 @@ def _parse_llvm(text: str, line: int) -> _Parsed:
                 raise ParseError(f"line {line}: immediate does not fit in 64 bits", offset=line)
             p.imm64 = v & ((1 << 64) - 1)
         if g.get("off") is not None:
-            p.off = _fit(_int(g["off"], line, "offset"), 16, line, "offset")
+            p.off = _fit(_int(g["off"], line, "offset"), 16, line, "offset", unsigned_ok=False)
         if g.get("koff") is not None:
             p.off = _fit(_int(g["koff"], line, "offset"), 16, line, "offset")
         for key in ("tgt", "tgt32"):

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from bpfsim.errors import ParseError
 from bpfsim.isa.insn import INSN_SIZE, Instruction, decode_slots
-from bpfsim.isa.opcodes import OpSpec, lookup
+from bpfsim.isa.opcodes import OP_LDDW, OpSpec, lookup
 
-__all__ = ["Reloc", "SectionCode", "format_insn", "format_program", "listing", "spec_of"]
+__all__ = ["Reloc", "Row", "SectionCode", "format_insn", "format_program", "listing", "rows", "spec_of"]
 
 UNKNOWN = "<unknown>"
 
@@ -69,6 +69,7 @@ def _render(tmpl: str, insn: Instruction, dialect: str, target: Callable[[int], 
         vals["lo"] = f"{insn.imm & 0xFFFFFFFF:#x}"  # ld_pseudo prints the low word unsigned
         vals["imm64"] = _sx(_imm64_signed(insn))
         vals["off"] = f"+ {insn.off:#x}" if insn.off >= 0 else f"- {-insn.off:#x}"
+        vals["idx"] = f"+ {insn.imm:#x}" if insn.imm >= 0 else f"- {-insn.imm:#x}"
         vals["koff"] = _sx(insn.off)
         vals["asc"] = f"{(insn.imm >> 16) & 0xFFFF:#x}, {insn.imm & 0xFFFF:#x}"
     for key, rel in (("tgt", insn.off), ("tgt32", insn.imm)):
@@ -179,59 +180,76 @@ def _annotation(target_addr: int, syms: list[tuple[int, str]]) -> str:
     return f" <{best[1]}>" if d == 0 else f" <{best[1]}+{d:#x}>"
 
 
+@dataclass(frozen=True)
+class Row:
+    """One listed instruction: slot index, its raw bytes (16 for a lddw), text, the symbol
+    whose `<name>:` header precedes it (if any), its relocations and source lines."""
+
+    pc: int
+    raw: bytes
+    text: str
+    symbol: str | None = None
+    relocs: tuple[Reloc, ...] = ()
+    source: tuple[str, ...] = ()
+
+
+def rows(sec: SectionCode, *, alu32: bool = False, byteorder: str = "little") -> list[Row]:
+    """The instructions of one section as llvm-objdump walks them."""
+    insns = _decode_loose(sec.data, byteorder)
+    syms = sorted(((a, names[-1]) for a, names in sec.symbols.items() if names), key=lambda x: x[0])
+    if not syms or syms[0][0] != 0:
+        syms.insert(0, (0, sec.name))  # llvm-objdump names an unlabelled start by its section
+    sym_at = dict(syms)
+    relocs: dict[int, list[Reloc]] = {}
+    for r in sec.relocs:
+        relocs.setdefault(r.offset - r.offset % INSN_SIZE, []).append(r)
+    out: list[Row] = []
+    pc = 0
+    while pc < len(insns):
+        addr = pc * INSN_SIZE
+        ins = insns[pc]
+        nslots = 2 if (ins.opcode == OP_LDDW and pc + 1 < len(insns)) else 1
+
+        def tgt(rel: int, pc: int = pc) -> str:
+            return _rel(rel) + _annotation((pc + 1 + rel) * INSN_SIZE, syms)
+
+        text = format_insn(ins, alu32=alu32, target=tgt)
+        rl = tuple(r for k in range(nslots) for r in relocs.get(addr + k * INSN_SIZE, ()))
+        out.append(Row(pc, sec.data[addr:addr + nslots * INSN_SIZE], text, sym_at.get(addr), rl,
+                       tuple(sec.lines.get(addr, ()))))
+        pc += nslots
+    return out
+
+
 def listing(filename: str, sections: Sequence[SectionCode], *, alu32: bool = False,
             show_relocs: bool = False, byteorder: str = "little") -> str:
-    """The full text of `llvm-objdump-19 -d [-r] FILE` (with `--mcpu=v3` when alu32)."""
-    fmt = "elf64-bpf" if byteorder == "little" else "elf64-bpf"
-    out = [f"\n{filename}:\tfile format {fmt}\n"]
+    """The full text of `llvm-objdump-19 -d [-r] [--mcpu=v4] FILE`; with source lines in the
+    sections, `; line` comments before their instruction in the manner of `-S`."""
+    out = [f"\n{filename}:\tfile format elf64-bpf\n"]  # the same name for both byte orders
     for sec in sections:
+        if not sec.data:
+            continue  # llvm-objdump skips empty executable sections (an unused .text)
         out.append(f"\nDisassembly of section {sec.name}:\n")
-        insns = _decode_loose(sec.data, byteorder)
-        syms = sorted(((a, names[-1]) for a, names in sec.symbols.items() if names), key=lambda x: x[0])
-        if not syms or syms[0][0] != 0:
-            syms.insert(0, (0, sec.name))
-        sym_at = dict(syms)
-        relocs: dict[int, list[Reloc]] = {}
-        for r in sec.relocs:
-            relocs.setdefault(r.offset - r.offset % INSN_SIZE, []).append(r)
-        pc = 0
-        while pc < len(insns):
-            addr = pc * INSN_SIZE
-            if addr in sym_at:
-                out.append(f"\n{addr:016x} <{sym_at[addr]}>:\n")
-            for src_line in sec.lines.get(addr, ()):
-                out.append(f"; {src_line}\n")
-            ins = insns[pc]
-            nslots = 2 if (ins.opcode == 0x18 and pc + 1 < len(insns)) else 1
-            raw = sec.data[addr:addr + nslots * INSN_SIZE]
-
-            def tgt(rel: int, pc: int = pc, syms: list[tuple[int, str]] = syms) -> str:
-                return _rel(rel) + _annotation((pc + 1 + rel) * INSN_SIZE, syms)
-
-            text = format_insn(ins, alu32=alu32, target=tgt)
-            out.append(f"{pc:8d}:\t{_bytes_col(raw)}\t{text}\n")
-            for k in range(nslots):
-                for r in relocs.get(addr + k * INSN_SIZE, ()):
-                    if show_relocs:
-                        add = "" if not r.addend else f"{r.addend:+#x}"
-                        out.append(f"\t\t{r.offset:016x}:  {r.type_name}\t{r.symbol}{add}\n")
-            pc += nslots
+        for row in rows(sec, alu32=alu32, byteorder=byteorder):
+            if row.symbol is not None:
+                out.append(f"\n{row.pc * INSN_SIZE:016x} <{row.symbol}>:\n")
+            out.extend(f"; {line}\n" for line in row.source)
+            out.append(f"{row.pc:8d}:\t{_bytes_col(row.raw)}\t{row.text}\n")
+            if show_relocs:
+                for r in row.relocs:
+                    add = "" if not r.addend else f"{r.addend:+#x}"
+                    out.append(f"\t\t{r.offset:016x}:  {r.type_name}\t{r.symbol}{add}\n")
     return "".join(out)
 
 
 def _decode_loose(data: bytes, byteorder: str) -> list[Instruction]:
-    """Slots for the listing: like decode_slots, but a trailing partial slot or a lddw cut in
-    half is shown, not refused (llvm-objdump prints what is there)."""
-    n = len(data) - len(data) % INSN_SIZE
+    """Slots for a listing: a trailing partial slot is dropped and a lddw whose second slot
+    is missing is shown as an undefined instruction instead of being refused (llvm-objdump
+    prints what is there)."""
+    data = data[:len(data) - len(data) % INSN_SIZE]
     try:
-        return decode_slots(data[:n], byteorder)
-    except ParseError:  # a lddw head in the last slot
-        slots = decode_slots(data[:n - INSN_SIZE], byteorder) if n > INSN_SIZE else []
-        last = Instruction.__new__(Instruction)
-        import struct
-
-        fmt = "<BBhi" if byteorder == "little" else ">BBhi"
-        opc, regs, off, imm = struct.unpack_from(fmt, data, n - INSN_SIZE)
-        dst, src = (regs & 0xF, regs >> 4) if byteorder == "little" else (regs >> 4, regs & 0xF)
-        last = Instruction(0xFF, dst, src, off, imm)  # no valid form: prints <unknown>
-        return [*slots, last]
+        return decode_slots(data, byteorder)
+    except ParseError:
+        head = decode_slots(data[:-INSN_SIZE], byteorder) if len(data) > INSN_SIZE else []
+        last = decode_slots(b"\0" + data[-INSN_SIZE + 1:], byteorder)[0]
+        return [*head, Instruction(0xFF, last.dst, last.src, last.off, last.imm)]

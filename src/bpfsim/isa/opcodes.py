@@ -15,6 +15,9 @@ Template placeholders (both dialects):
   `{off}`        a memory offset (llvm: `+ 0x8` / `- 0x8`; conformance: inside `[%rN+off]`)
   `{tgt}`        a jump target held in `off`          `{tgt32}` a jump target held in `imm`
   `{koff}`       the kfunc module (BTF fd index) held in `off`
+  `{idx}`        imm written like an offset (`+ 0x4`), for LD_IND's round-trip text
+  `{lo}`         the low 32 bits of a lddw constant, unsigned (llvm's `ld_pseudo` text)
+  `{asc}`        addr_space_cast's imm as `dst_as, src_as`
 """
 
 from __future__ import annotations
@@ -89,7 +92,7 @@ class OpSpec:
             ops.add("dst")
         if "{s}" in tmpl or "{ms}" in tmpl:
             ops.add("src")
-        if "{imm}" in tmpl or "{tgt32}" in tmpl or "{asc}" in tmpl:
+        if "{imm}" in tmpl or "{tgt32}" in tmpl or "{asc}" in tmpl or "{idx}" in tmpl:
             ops.add("imm")
         if "{off}" in tmpl or "{tgt}" in tmpl or "{koff}" in tmpl or "{md}" in tmpl or "{ms}" in tmpl:
             ops.add("off")
@@ -189,7 +192,7 @@ def _build() -> tuple[OpSpec, ...]:
                    group="packet"))
         add(OpSpec(f"ldind{sz}", BPF_LD | BPF_IND | szb, f"ldind{sz} {{s}}, {{imm}}",
                    f"r0 = *({ut} *)skb[r{{s}}]",
-                   llvm_rt=f"r0 = *({ut} *)skb[r{{s}} + {{imm}}]", fixed=(("dst", 0), ("off", 0)),
+                   llvm_rt=f"r0 = *({ut} *)skb[r{{s}} {{idx}}]", fixed=(("dst", 0), ("off", 0)),
                    group="packet", note="llvm-objdump omits imm (the offset added to src)"))
     # 64-bit immediate load, one row per pseudo source (bpf.h BPF_PSEUDO_*).
     add(OpSpec("lddw", OP_LDDW, "lddw {d}, {imm64}", "r{d} = {imm64} ll", fixed=(("src", 0), ("off", 0))))
