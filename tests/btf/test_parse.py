@@ -119,6 +119,18 @@ def test_built_btf_serialises():
     assert again.find("pair") == s and again.size_of(s) == 8
 
 
+def test_guards_against_deep_and_cyclic_pointers():
+    b = Btf()
+    prev = b.add(BtfType("INT", "int", size=4, encoding=1, nr_bits=32))
+    for k in range(200):
+        prev = b.add(BtfType("STRUCT", f"s{k}", size=4, members=[Member("m", prev, 0)]))
+    with pytest.raises(ParseError, match="nests more than 128 levels"):
+        Btf.parse(b.to_bytes())
+    loop = b.add(BtfType("PTR"))
+    b.types[loop].type = loop            # a pointer to itself: legal to hold, finite to describe
+    assert b.describe(loop).startswith("(deep type) * *")
+
+
 def _hdr(type_len: int, str_len: int, magic: int = 0xEB9F, version: int = 1) -> bytes:
     return struct.pack("<HBBIIIII", magic, version, 0, 24, 0, type_len, type_len, str_len)
 

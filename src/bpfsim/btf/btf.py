@@ -18,6 +18,7 @@ from bpfsim.btf.types import KIND_IDS, MAX_RESOLVE_DEPTH, MODIFIER_KINDS, VOID, 
 from bpfsim.errors import LinkError, UsageError
 
 POINTER_SIZE = 8
+_C_PREFIX = {"STRUCT": "struct ", "UNION": "union ", "ENUM": "enum ", "ENUM64": "enum "}
 
 
 class Btf:
@@ -114,20 +115,25 @@ class Btf:
         raise UsageError(f"BTF type [{tid}] {self.kind_of(tid)} '{self.name_of(tid)}' has no size")
 
     def describe(self, tid: int) -> str:
-        """A short C-like name for messages: "struct rich", "int", "u32_t"."""
-        t = self.type(tid)
-        if tid == 0:
-            return "void"
-        prefix = {"STRUCT": "struct ", "UNION": "union ", "ENUM": "enum ", "ENUM64": "enum "}.get(t.kind, "")
-        if t.name:
-            return prefix + t.name
-        if t.kind == "PTR":
-            return self.describe(t.type) + " *"
-        if t.kind == "ARRAY":
-            return f"{self.describe(t.type)}[{t.nelems}]"
-        if t.kind in MODIFIER_KINDS:
-            return f"{t.kind.lower()} {self.describe(t.type)}"
-        return f"{prefix}(anon {t.kind} [{tid}])"
+        """A short C-like name for messages: "struct rich", "int", "u32_t", "char *"."""
+        suffix = ""
+        for _ in range(MAX_RESOLVE_DEPTH):
+            t = self.type(tid)
+            if tid == 0:
+                return "void" + suffix
+            prefix = _C_PREFIX.get(t.kind, "")
+            if t.name:
+                return prefix + t.name + suffix
+            if t.kind == "PTR":
+                suffix = " *" + suffix
+            elif t.kind == "ARRAY":
+                suffix = f"[{t.nelems}]" + suffix
+            elif t.kind in MODIFIER_KINDS:
+                pass
+            else:
+                return f"{prefix}(anon {t.kind} [{tid}])" + suffix
+            tid = t.type
+        return "(deep type)" + suffix
 
     # -- libbpf fixups ------------------------------------------------------------------
 

@@ -28,6 +28,10 @@ from bpfsim.btf.types import (
 from bpfsim.errors import ParseError, UsageError
 
 SECTION = ".BTF"
+# Longest chain of by-value references (struct in struct, array of typedef of ...) we accept.
+# The kernel's own limit (btf.c: MAX_RESOLVE_DEPTH = 32) depends on type order; this one only
+# keeps every recursive walk (decode, encode, dumps) far from Python's recursion limit.
+MAX_NESTING = 128
 
 
 def _fmt(byteorder: str) -> str:
@@ -230,6 +234,7 @@ def _check_refs(types: list[BtfType]) -> None:
                                      section=SECTION)
     # Iterative DFS colouring: 0 new, 1 on stack, 2 done (btf.c: env_stack_push loop detection).
     state = [0] * n
+    depth = [0] * n
     for root in range(1, n):
         if state[root]:
             continue
@@ -241,6 +246,10 @@ def _check_refs(types: list[BtfType]) -> None:
             if nxt is None:
                 state[tid] = 2
                 stack.pop()
+                depth[tid] = 1 + max((depth[c] for c in _by_value_ids(types[tid]) if c), default=0)
+                if depth[tid] > MAX_NESTING:
+                    raise ParseError(f"BTF type [{tid}] {types[tid].kind} nests more than {MAX_NESTING} "
+                                     "levels deep", section=SECTION)
             elif nxt and state[nxt] == 1:
                 raise ParseError(f"BTF type [{nxt}] {types[nxt].kind} is part of a reference loop",
                                  section=SECTION)

@@ -96,6 +96,8 @@ class _Decoder:
                 if nul >= 0 and all(0x20 <= c < 0x7F for c in raw[:nul]):
                     return raw[:nul].decode("ascii")
             esize = btf.size_of(t.type)
+            if esize == 0 and t.nelems > 1 << 16:
+                raise UsageError(f"{btf.describe(tid)}: {t.nelems} zero-size elements")
             return [self.value(t.type, off + i * esize) for i in range(t.nelems)]
         if k == "ENUM":
             if t.size not in (1, 2, 4, 8):
