@@ -172,3 +172,35 @@ def test_real_clock_cancel_waits_for_running_callback():
         log.append(("cancel", ret))
     assert log == ["callback done", ("cancel", 0)]
     k.timers.close()
+
+
+def test_real_clock_mutual_cancel_one_waits_one_edeadlk():
+    """Two timers on different CPUs fire together; each spins 20 ms, then cancels the other.
+    The first canceller waits for the other callback and gets 0; the second gets -EDEADLK
+    (helpers.c: the `cancelling` counter; spec §6, measured the same way on 6.18)."""
+    k = RealKernel()
+    m = Map(k)
+    a, b = m.slot(0), m.slot(1)
+    res: dict[str, int] = {}
+    done = threading.Event()
+    other = {"a": b, "b": a}
+
+    def make(name):
+        def cb(cpu, *args):
+            time.sleep(0.02 if name == "a" else 0.03)
+            res[name] = k.timers.cancel(other[name], cpu)
+            if len(res) == 2:
+                done.set()
+        return cb
+
+    prog = BpfProg(k, "p")
+    for i, (name, sl) in enumerate((("a", a), ("b", b))):
+        k.callbacks[0xFF00000010 + i] = make(name)
+        k.timers.init(sl, m, CLOCK_MONOTONIC)
+        k.timers.set_callback(sl, 0xFF00000010 + i, prog)
+    deadline = k.clock.now() + ms(5)
+    k.timers.start(a, deadline, 1 | 2, cpu=0)   # ABS | CPU_PIN
+    k.timers.start(b, deadline, 1 | 2, cpu=1)
+    assert done.wait(2)
+    k.timers.close()
+    assert res == {"a": 0, "b": -35}
