@@ -743,12 +743,12 @@ class _Linker:
             for rec in ext.line_info.get(sec, ()):
                 if lo <= rec.insn_off < hi:
                     self.prog.line_info.append(LineInfo(
-                        base + (rec.insn_off - lo) // INSN_SIZE, rec.file, rec.line,
-                        rec.line_num, rec.col))
+                        base + (rec.insn_off - lo) // INSN_SIZE, rec.file_name, rec.line,
+                        rec.line_num, rec.line_col))
             for rec in ext.core_relos.get(sec, ()):
                 if lo <= rec.insn_off < hi:
                     self.prog.core_relos.append(CoreRelo(
-                        base + (rec.insn_off - lo) // INSN_SIZE, rec.type_id, rec.access,
+                        base + (rec.insn_off - lo) // INSN_SIZE, rec.type_id, rec.access_str,
                         int(rec.kind)))
 
 
