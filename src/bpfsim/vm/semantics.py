@@ -13,7 +13,7 @@ Every value is an unsigned Python int: a 64-bit register is in [0, 2**64), a 32-
 (kernel/bpf/core.c: `___bpf_prog_run`, plus the rewrites of verifier.c: `do_misc_fixups` for
 division by zero and by -1), not C's undefined behaviour.
 
-Must not import anything of bpfsim above `errors` (no memory, no runtime): semantics are pure.
+Imports only `isa.opcodes` (field values); no memory, no runtime: semantics are pure.
 """
 
 from __future__ import annotations
@@ -21,33 +21,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bpfsim.isa import opcodes as _op
+
 M64 = (1 << 64) - 1
 M32 = (1 << 32) - 1
 SIGN64 = 1 << 63
 SIGN32 = 1 << 31
 
-# Instruction classes (insn.opcode & 7).
-LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = range(8)
-# Source bit of ALU/JMP (insn.opcode & 8): K = immediate, X = register.
-SRC_K, SRC_X = 0x00, 0x08
-# Memory sizes (insn.opcode & 0x18) -> bytes.
-SIZE_BYTES = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
-# Memory modes (insn.opcode & 0xe0).
-MODE_IMM, MODE_ABS, MODE_IND, MODE_MEM, MODE_MEMSX, MODE_ATOMIC = 0x00, 0x20, 0x40, 0x60, 0x80, 0xC0
-
-# ALU operation codes (insn.opcode & 0xf0).
+# Field values come from the one opcode table (isa.opcodes); short names for the templates.
+LD, LDX, ST, STX, ALU, JMP, JMP32, ALU64 = (
+    _op.BPF_LD, _op.BPF_LDX, _op.BPF_ST, _op.BPF_STX, _op.BPF_ALU, _op.BPF_JMP, _op.BPF_JMP32,
+    _op.BPF_ALU64)
+SRC_K, SRC_X = _op.BPF_K, _op.BPF_X
+MODE_IMM, MODE_ABS, MODE_IND, MODE_MEM, MODE_MEMSX, MODE_ATOMIC = (
+    _op.BPF_IMM, _op.BPF_ABS, _op.BPF_IND, _op.BPF_MEM, _op.BPF_MEMSX, _op.BPF_ATOMIC)
 ADD, SUB, MUL, DIV, OR, AND, LSH, RSH, NEG, MOD, XOR, MOV, ARSH, END = (
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0)
-# JMP operation codes.
+    _op.BPF_ADD, _op.BPF_SUB, _op.BPF_MUL, _op.BPF_DIV, _op.BPF_OR, _op.BPF_AND, _op.BPF_LSH,
+    _op.BPF_RSH, _op.BPF_NEG, _op.BPF_MOD, _op.BPF_XOR, _op.BPF_MOV, _op.BPF_ARSH, _op.BPF_END)
 JA, JEQ, JGT, JGE, JSET, JNE, JSGT, JSGE, CALL, EXIT, JLT, JLE, JSLT, JSLE, JCOND = (
-    0x00, 0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0)
-
-# Atomic operations (imm of a STX|ATOMIC instruction).
-ATOMIC_FETCH = 0x01
-ATOMIC_XCHG = 0xE0 | ATOMIC_FETCH
-ATOMIC_CMPXCHG = 0xF0 | ATOMIC_FETCH
-ATOMIC_LOAD_ACQ = 0x100      # 6.15+: dst = smp_load_acquire(src + off)
-ATOMIC_STORE_REL = 0x110     # 6.15+: smp_store_release(dst + off, src)
+    _op.BPF_JA, _op.BPF_JEQ, _op.BPF_JGT, _op.BPF_JGE, _op.BPF_JSET, _op.BPF_JNE, _op.BPF_JSGT,
+    _op.BPF_JSGE, _op.BPF_CALL, _op.BPF_EXIT, _op.BPF_JLT, _op.BPF_JLE, _op.BPF_JSLT,
+    _op.BPF_JSLE, _op.BPF_JCOND)
+# Atomic operations (imm of a STX|ATOMIC instruction); load-acquire/store-release are 6.15+.
+ATOMIC_FETCH, ATOMIC_XCHG, ATOMIC_CMPXCHG = _op.BPF_FETCH, _op.BPF_XCHG, _op.BPF_CMPXCHG
+ATOMIC_LOAD_ACQ, ATOMIC_STORE_REL = _op.BPF_LOAD_ACQ, _op.BPF_STORE_REL
+# Memory sizes (insn.opcode & 0x18) -> bytes.
+SIZE_BYTES = {_op.BPF_W: 4, _op.BPF_H: 2, _op.BPF_B: 1, _op.BPF_DW: 8}
 
 
 # -- helper functions the templates call (kept in NAMESPACE) ---------------------------------
