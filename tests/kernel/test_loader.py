@@ -283,3 +283,14 @@ def test_kernel_clock_and_runtime_shape():
     assert k.ncpus >= 1
     with pytest.raises(UsageError):
         k.clock.advance(-1)
+
+
+def test_ringbuf_drain_returns_committed_records_in_order():
+    with bk.load(ROOT / "tests/kernel/fixtures/ringbuf.bpf.o") as coll:
+        assert coll.programs["put"].test_run(bytes(64), repeat=2).retval == 2
+        records = coll.maps["rb"].drain()
+        assert records == [struct.pack("<I", 0x11223344), b"\x05\0\0"] * 2   # discard skipped
+        assert coll.maps["rb"].drain() == []
+        with pytest.raises(MapError) as e:
+            coll.maps["rb"][0]            # ringbuf.c: ringbuf_map_lookup_elem -> -ENOTSUPP
+        assert e.value.errno in (22, 524)

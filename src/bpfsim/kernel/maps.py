@@ -315,6 +315,46 @@ class KernelMap(MutableMapping):
                 out.append((k, v))
         return out
 
+    # -- ring buffer --------------------------------------------------------------------------
+    def drain(self) -> list[bytes]:
+        """RINGBUF: the committed records not yet consumed, in order, as bytes (what libbpf's
+        ring_buffer__consume hands its callback); advances the consumer position.
+
+        Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (user-writable), page 1
+        producer_pos, then the data area mapped twice so a record never wraps.  Each record
+        has an 8-byte header: u32 len with BUSY (bit 31) and DISCARD (bit 30), u32 pgoff."""
+        if self.type != MapType.RINGBUF:
+            raise UsageError(f"map '{self.name}' is not a ring buffer")
+        import mmap
+
+        page = mmap.PAGESIZE
+        size = self.max_entries
+        cons_map = mmap.mmap(self._fd(), page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            prod_map = mmap.mmap(self._fd(), page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ,
+                                 offset=page)
+        except OSError as e:
+            cons_map.close()
+            raise MapError(f"mmap of ring buffer '{self.name}': {e.strerror}", e.errno or 22) from None
+        out: list[bytes] = []
+        try:
+            cons = int.from_bytes(cons_map[0:8], "little")
+            prod = int.from_bytes(prod_map[0:8], "little")
+            while cons < prod:
+                off = page + (cons & (size - 1))
+                hdr = int.from_bytes(prod_map[off:off + 4], "little")
+                if hdr & (1 << 31):      # BPF_RINGBUF_BUSY_BIT: reserved, not committed yet
+                    break
+                length = hdr & ~((1 << 31) | (1 << 30))
+                if not hdr & (1 << 30):  # BPF_RINGBUF_DISCARD_BIT
+                    out.append(bytes(prod_map[off + 8:off + 8 + length]))
+                cons += (length + 8 + 7) // 8 * 8
+            cons_map[0:8] = cons.to_bytes(8, "little")
+        finally:
+            prod_map.close()
+            cons_map.close()
+        return out
+
     # -- lifetime ---------------------------------------------------------------------------
     def pin(self, path: str) -> None:
         """BPF_OBJ_PIN at a bpffs path (a new user reference that outlives this handle)."""
