@@ -302,3 +302,48 @@ def test_core_relocations_are_kept_and_rebased() -> None:
                    (7, "task_like", "0:0", 0), (11, "task_like", "0:1", 0)]
     # against the object's own BTF (the emulator is its own kernel) clang's values stand
     assert p.instructions[11].imm == 8 and p.instructions[3].imm == 16 and p.instructions[1].imm == 1
+
+
+def _patched_relocation(rel_section: str, index: int, *, offset: int | None = None,
+                        symbol: str | None = None, rtype: int | None = None) -> bytes:
+    """globals.bpf.o with relocation `index` of `rel_section` rewritten (little endian)."""
+    import struct
+
+    from bpfsim.elf.reader import read_elf
+
+    data = bytearray((PROGS / "globals.bpf.o").read_bytes())
+    o = read_elf(bytes(data))
+    sec = o.section(rel_section)
+    shoff = struct.unpack_from("<Q", data, 0x28)[0]
+    base = struct.unpack_from("<Q", data, shoff + sec.index * 64 + 0x18)[0] + index * 16
+    r_off, r_info = struct.unpack_from("<QQ", data, base)
+    if offset is not None:
+        r_off = offset
+    if symbol is not None:
+        r_info = (next(s.index for s in o.symbols if s.name == symbol) << 32) | (r_info & 0xFFFFFFFF)
+    if rtype is not None:
+        r_info = (r_info & ~0xFFFFFFFF) | rtype
+    struct.pack_into("<QQ", data, base, r_off, r_info)
+    return bytes(data)
+
+
+@pytest.mark.parametrize("patch,msg", [
+    (dict(rel_section=".rel.text", index=0, symbol="_license"),
+     r"^link programs: .*bad map relo against '_license' in section 'license'"),
+    (dict(rel_section=".rel.text", index=0, offset=8),
+     r"^link programs: .*invalid relo against 'pinned_stats' for insn code"),
+    (dict(rel_section=".relsocket", index=4, symbol="packets"),
+     r"^link programs: .*bad call relo against 'packets'"),
+    (dict(rel_section=".rel.text", index=0, rtype=10),
+     r"^link programs: .*unexpected relocation type 10 on lddw"),
+    (dict(rel_section=".rel.text", index=0, offset=3),
+     r"^load programs: sec '.text': bad relo offset 3"),
+])
+def test_bad_relocations_are_link_errors(patch: dict, msg: str) -> None:
+    with pytest.raises(LinkError, match=msg):
+        load_spec(_patched_relocation(**patch))
+
+
+def test_static_program_outside_text_is_refused() -> None:
+    with pytest.raises(ParseError, match="program 'hidden' is static and not supported"):
+        load_spec(PROGS / "bad" / "static_prog.bpf.o")
