@@ -128,6 +128,7 @@ class _Loader:
                 if name not in self.reused and ms.type == MapType.PROG_ARRAY:
                     self._fill_slots(name, ms, self._prog_by_name)
             for path, mp in self.to_pin:
+                self.kernel.pins.mkdir(os.path.dirname(path))   # libbpf: make_parent_dir
                 self.kernel.pins.pin(path, mp)
                 self.pinned.append(path)
             maps = {name: _handle(mp, owned=True) for name, mp in self.maps.items()}
@@ -191,7 +192,8 @@ class _Loader:
         mp = self.maps[name]
         for key, value in ms.contents:
             if isinstance(value, str):
-                mp.update_object(key, resolve(value))
+                # libbpf writes the fd; here the object id is the user-space value.
+                mp.update(key, resolve(value).id.to_bytes(4, "little"))
 
     def _inner_by_name(self, target: str) -> Any:
         mp = self.maps.get(target)

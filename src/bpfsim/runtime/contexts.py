@@ -206,6 +206,7 @@ class SkbContext(_HookedContext):
         self.packet = Packet(mem, room + aligned, room, data, name=name + ".pkt", owner=self)
         self.direct_access = direct_access
         self.hash_valid = False
+        self.frags = b""
 
     def pointer(self, name: str) -> int:
         pkt = self.packet
@@ -234,6 +235,7 @@ class XdpContext(_HookedContext):
         # (filter.c: bpf_xdp_adjust_tail, xdp_data_hard_end).
         self.packet = Packet(mem, XDP_FRAME_SIZE - SKB_SHARED_INFO_SIZE, headroom, data,
                              name=name + ".pkt", owner=self)
+        self.frags = b""          # multi-buffer: bytes past the linear part (not program-visible)
 
     def pointer(self, name: str) -> int:
         pkt = self.packet

@@ -87,7 +87,9 @@ class Runtime:
         if self._pins is None:
             from bpfsim.runtime.pinfs import PinFS
 
-            self._pins = PinFS(self)
+            self._pins = PinFS(self, DEFAULT_PIN_ROOT)
+            if not (self.pin_root + "/").startswith(DEFAULT_PIN_ROOT + "/"):
+                self._pins.mount(self.pin_root)
         return self._pins
 
     # -- public views ---------------------------------------------------------------------------
@@ -133,10 +135,14 @@ class Runtime:
         from bpfsim.runtime.handles import Map
         from bpfsim.runtime.program import LoadedProgram, Program
 
-        obj = self.pins.get(path)
+        obj = self.pins.open(path)          # takes the new handle's reference
         if isinstance(obj, LoadedProgram):
-            return Program(obj, owned=False)
-        return Map.from_pin(obj) if hasattr(Map, "from_pin") else Map(obj, owned=False)
+            return Program(obj, owned=True)
+        return Map(obj, owned=True)
+
+    def mkdir(self, path: str) -> None:
+        """mkdir in the emulated bpffs (parents included, an existing directory is fine)."""
+        self.pins.mkdir(path)
 
     def unpin(self, path: str) -> None:
         """Remove the pin at `path` (unlink): drops the pin's reference."""

@@ -40,6 +40,7 @@ from bpfsim.uapi.constants import (
     E2BIG,
     EINVAL,
     ENODEV,
+    ENOMEM,
     ENOTSUPP,
     AttachType,
     ProgType,
@@ -47,6 +48,7 @@ from bpfsim.uapi.constants import (
 
 PAGE_SIZE = 4096
 ENXIO = 6
+MAX_SKB_FRAGS = 17
 U16_MAX = 0xFFFF
 MAX_BPF_FUNC_ARGS = 12
 GSO_LEGACY_MAX_SIZE = 65536
@@ -166,7 +168,8 @@ class TestRunner:
         uctx = _ctx_init(_ctx_bytes(ctx, SKB_FIELDS, SKB_SIZE, "__sk_buff"), SKB_SIZE)
         ptype = self.prog.prog_type
         is_l2 = ptype in (ProgType.SCHED_CLS, ProgType.SCHED_ACT)
-        direct = is_l2 or ptype in (ProgType.LWT_IN, ProgType.LWT_OUT, ProgType.LWT_XMIT)
+        # 6.18 (measured): data_end is valid for every skb type, CGROUP_SKB included.
+        direct = True
         c = SkbContext(self.kernel.mem, data, name=self.prog.name, direct_access=direct)
         try:
             if uctx is not None and _u32(uctx, SKB_FIELDS, "ifindex") > LOOPBACK_IFINDEX:
@@ -273,20 +276,24 @@ class TestRunner:
         headroom = XDP_PACKET_HEADROOM
         uctx = _ctx_init(_ctx_bytes(ctx, XDP_FIELDS, XDP_MD_SIZE, "xdp_md"), XDP_MD_SIZE)
         metalen = 0
+        linear = size
         if uctx is not None:
+            # 6.18 (measured): data_end may be below the data size; the rest becomes frags.
             metalen = _u32(uctx, XDP_FIELDS, "data")
-            if (_u32(uctx, XDP_FIELDS, "data_meta") or _u32(uctx, XDP_FIELDS, "data_end") != size
-                    or metalen > size or metalen & 3 or metalen > 32):
-                raise _fail(EINVAL, "xdp_md: data_meta must be 0, data_end the data size, data a "
-                                    "metadata length (multiple of 4, at most 32)")
+            linear = _u32(uctx, XDP_FIELDS, "data_end")
+            if (_u32(uctx, XDP_FIELDS, "data_meta") or linear > size or metalen > linear
+                    or metalen & 3 or metalen > 32):
+                raise _fail(EINVAL, "xdp_md: data_meta must be 0, data_end at most the data size, "
+                                    "data a metadata length (multiple of 4, at most 32)")
             headroom -= metalen
         max_data_sz = XDP_FRAME_SIZE - headroom - SKB_SHARED_INFO_SIZE
-        if size > max_data_sz:
-            raise NotSupported("multi-buffer XDP test_run (data larger than "
-                               f"{max_data_sz} bytes)")
+        linear = min(linear, max_data_sz)
         if size < ETH_HLEN:
             raise _fail(EINVAL, f"data size {size} < ETH_HLEN")
-        c = XdpContext(self.kernel.mem, data, headroom, name=self.prog.name)
+        if size - linear > MAX_SKB_FRAGS * PAGE_SIZE:
+            raise _fail(ENOMEM, "more data than MAX_SKB_FRAGS pages of frags")
+        c = XdpContext(self.kernel.mem, data[:linear], headroom, name=self.prog.name)
+        c.frags = data[linear:]
         try:
             c.set_field("ingress_ifindex", LOOPBACK_IFINDEX)
             if uctx is not None:
@@ -310,8 +317,8 @@ class TestRunner:
                 out = bytearray(uctx)
                 struct.pack_into("<II", out, 0, pkt.head - pkt.meta, pkt.tail - pkt.meta)
                 ctx_out = bytes(out)
-            return TestRunResult(r0 & 0xFFFFFFFF, pkt.bytes(pkt.meta), ctx_out, duration, r0, insns,
-                                 wall, max(1, repeat))
+            return TestRunResult(r0 & 0xFFFFFFFF, pkt.bytes(pkt.meta) + c.frags, ctx_out, duration, r0,
+                                 insns, wall, max(1, repeat))
         finally:
             c.release()
 

@@ -10,7 +10,7 @@ import hashlib
 import struct
 from typing import Any
 
-from bpfsim.errors import MemoryFault
+from bpfsim.errors import MemoryFault, NotSupported
 from bpfsim.runtime.contexts import (
     ETH_HLEN,
     XDP_FRAME_STRUCT,
@@ -91,25 +91,47 @@ def csum_fold(csum: int) -> int:
     return ~v & 0xFFFF
 
 
-def csum_partial_words(data: bytes, seed: int) -> int:
-    """csum_partial over a multiple of 4 bytes: 32-bit little-endian words with end-around carry."""
+def csum_partial(data: bytes, seed: int) -> int:
+    """x86-64 csum_partial: 32-bit little-endian words, then a 16-bit and an 8-bit tail, summed
+    with end-around carry into 32 bits (the buffer is assumed even-aligned)."""
     total = seed & 0xFFFFFFFF
-    for (w,) in struct.iter_unpack("<I", data):
+    n4 = len(data) // 4 * 4
+    for (w,) in struct.iter_unpack("<I", data[:n4]):
         total += w
+    rest = data[n4:]
+    if len(rest) >= 2:
+        total += struct.unpack_from("<H", rest)[0]
+        rest = rest[2:]
+    if rest:
+        total += rest[0]
     return _fold32(total)
+
+
+def csum_sub(a: int, b: int) -> int:
+    return csum_add(a, ~b & 0xFFFFFFFF)
+
+
+def csum_from32to16(s: int) -> int:
+    """include/net/checksum.h: csum_from32to16 (fold without complement)."""
+    s = (s + (((s >> 16) | (s << 16)) & 0xFFFFFFFF)) & 0xFFFFFFFF
+    return s >> 16
 
 
 @helper("bpf_csum_diff")
 def bpf_csum_diff(env, frm, from_size, to, to_size, seed):
+    # filter.c (6.12+): any sizes; the result is folded to 16 bits on every architecture.
     from_size &= 0xFFFFFFFF
     to_size &= 0xFFFFFFFF
-    # filter.c: sizes must be multiples of 4 and together fit the 512-byte scratch buffer.
-    if (from_size | to_size) & 3 or from_size + to_size > 512:
-        return u64(-EINVAL)
+    seed &= 0xFFFFFFFF
     a = env.mem.read(frm, from_size) if from_size else b""
     b = env.mem.read(to, to_size) if to_size else b""
-    inv = bytes(~x & 0xFF for x in a)
-    return csum_partial_words(inv + b, seed)
+    if from_size and to_size:
+        return csum_from32to16(csum_sub(csum_partial(b, seed), csum_partial(a, 0)))
+    if to_size:
+        return csum_from32to16(csum_partial(b, seed))
+    if from_size:
+        return csum_from32to16(~csum_partial(a, ~seed & 0xFFFFFFFF) & 0xFFFFFFFF)
+    return seed
 
 
 def _csum_field(env, skb, offset) -> tuple[Any, int] | int:
@@ -223,6 +245,8 @@ def bpf_xdp_adjust_meta(env, xdp, offset, *_):
 @helper("bpf_xdp_adjust_tail")
 def bpf_xdp_adjust_tail(env, xdp, offset, *_):
     c = _ctx(env, xdp, XdpContext)
+    if c.frags:
+        raise NotSupported("bpf_xdp_adjust_tail on a multi-buffer XDP packet")
     pkt = c.packet
     off = offset & 0xFFFFFFFF
     off = off - (1 << 32) if off >> 31 else off
@@ -237,4 +261,5 @@ def bpf_xdp_adjust_tail(env, xdp, offset, *_):
 
 @helper("bpf_xdp_get_buff_len")
 def bpf_xdp_get_buff_len(env, xdp, *_):
-    return _ctx(env, xdp, XdpContext).packet.length
+    c = _ctx(env, xdp, XdpContext)
+    return c.packet.length + len(c.frags)

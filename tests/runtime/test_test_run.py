@@ -1,0 +1,161 @@
+"""BPF_PROG_TEST_RUN on the emulator and on the kernel: the same inputs give the same retval,
+data_out and ctx_out (net/bpf/test_run.c rules), and the same refusals (errno)."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from bpfsim.errors import KernelError
+from bpfsim.runtime.contexts import SKB_FIELDS, SKB_SIZE, ctx_from_fields, ctx_to_fields
+
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "tests" / "fixtures" / "runtime"
+BENCH = ROOT / "bench"
+PKT64 = (BENCH / "pkt_64.bin").read_bytes() if (BENCH / "pkt_64.bin").exists() else None
+
+
+def packet(n: int = 64) -> bytes:
+    """Ethernet/IPv4/TCP-like frame: dst 02:00:00:00:00:02 (not lo's address)."""
+    eth = bytes.fromhex("020000000002" "020000000001" "0800")
+    ip = bytes.fromhex("4500002e123440004006" "0000" "0a000001" "0a000002")
+    return (eth + ip + bytes(range(256)) * 8)[:n]
+
+
+@pytest.fixture
+def skb(backend):
+    return backend.load(str(FIX / "skb.bpf.o"))
+
+
+@pytest.fixture
+def xdp(backend):
+    return backend.load(str(FIX / "xdp_adjust.bpf.o"))
+
+
+def test_tc_fields_and_ctx_out(skb) -> None:
+    ctx = ctx_from_fields({"cb": [1, 2, 3, 4, 5], "priority": 9}, SKB_FIELDS, SKB_SIZE, "__sk_buff")
+    r = skb.programs["tc_fields"].test_run(data=packet(), ctx=ctx)
+    assert r.retval == (64 << 16) | 1           # tc sees the Ethernet header: len 64, IPv4
+    assert r.data == packet()
+    out = ctx_to_fields(r.ctx, SKB_FIELDS)
+    assert out["mark"] == 64 * 3
+    assert out["priority"] == 0x0008            # skb->protocol, network byte order
+    assert out["cb"] == [3, 2, 3, 4, 1]         # PACKET_OTHERHOST, ifindex of lo
+    assert out["ifindex"] == 1
+    assert out["wire_len"] == 64
+
+
+def test_socket_filter_sees_l3_and_gets_zeroed_mac(skb) -> None:
+    r = skb.programs["sf_len"].test_run(data=packet())
+    assert r.retval == (50 << 16) | 0x4500      # eth_type_trans pulled 14 bytes
+    assert r.data == bytes(14) + packet()[14:]   # test_run pushes back a zeroed header
+
+
+def test_skb_store_and_load_bounds(skb) -> None:
+    r = skb.programs["tc_store"].test_run(data=packet())
+    assert r.retval == 0b111
+    assert r.data[:6] == bytes([1, 2, 3, 4, 5, 6])
+    assert r.data[6:] == packet()[6:]
+
+
+def test_cgroup_skb_has_data_end(skb) -> None:
+    # 6.18 computes the data pointers for CGROUP_SKB too; data starts at the IP header.
+    r = skb.programs["cg_len"].test_run(data=packet())
+    assert r.retval == 1 and r.data == bytes(14) + packet()[14:]
+
+
+def test_xdp_ctx_data_end_below_size_makes_frags(xdp) -> None:
+    # 6.18: ctx.data_end < data size: the program sees data_end bytes, the rest are frags;
+    # data_out is the whole packet, ctx_out keeps the linear data_end.
+    r = xdp.programs["xdp_ctx"].test_run(data=packet(), ctx=struct.pack("<6I", 8, 40, 0, 0, 0, 0))
+    assert r.retval & 0xFF == 32
+    assert r.data == packet()
+    assert struct.unpack("<6I", r.ctx)[:2] == (8, 40)
+
+
+@pytest.mark.parametrize("ctx, errno", [
+    ({"len": 5}, 22),                # a field test_run does not accept
+    ({"wire_len": 10}, 22),          # wire_len < len
+    ({"gso_segs": 70000}, 22),
+    ({"ifindex": 999}, 19),          # no such device
+])
+def test_skb_ctx_refusals(skb, ctx, errno) -> None:
+    with pytest.raises(KernelError) as e:
+        skb.programs["tc_fields"].test_run(data=packet(), ctx=ctx)
+    assert e.value.errno == errno
+
+
+def test_skb_data_size_limits(skb) -> None:
+    for data in (packet(13), bytes(4000)):
+        with pytest.raises(KernelError) as e:
+            skb.programs["tc_fields"].test_run(data=data)
+        assert e.value.errno == 22
+
+
+def test_xdp_grow_head_and_tail(xdp) -> None:
+    r = xdp.programs["xdp_grow"].test_run(data=packet())
+    assert r.retval == 2
+    assert r.data == b"\xab" * 4 + packet() + bytes(6)
+
+
+def test_xdp_shrink_and_limits(xdp) -> None:
+    r = xdp.programs["xdp_shrink"].test_run(data=packet())
+    assert r.retval == 0b1111
+    assert r.data == packet()[10:-8]
+
+
+def test_xdp_metadata_is_part_of_data_out(xdp) -> None:
+    r = xdp.programs["xdp_meta"].test_run(data=packet())
+    assert r.retval == 2
+    assert r.data == struct.pack("<Q", 0x0102030405060708) + packet()
+
+
+def test_xdp_ctx_in_out(xdp) -> None:
+    md = struct.pack("<6I", 8, 64, 0, 1, 0, 0)    # 8 bytes of metadata, lo, queue 0
+    r = xdp.programs["xdp_ctx"].test_run(data=packet(), ctx=md)
+    assert r.retval == (1 << 16) | 56
+    assert r.data == packet()
+    assert struct.unpack("<6I", r.ctx)[:2] == (8, 64)
+
+
+@pytest.mark.parametrize("md, errno", [
+    (struct.pack("<6I", 0, 65, 0, 0, 0, 0), 22),   # data_end past the data
+    (struct.pack("<6I", 12, 8, 0, 0, 0, 0), 22),   # data past data_end
+    (struct.pack("<6I", 6, 64, 0, 0, 0, 0), 22),   # metadata not a multiple of 4
+    (struct.pack("<6I", 0, 64, 0, 0, 0, 1), 22),   # egress_ifindex
+    (struct.pack("<6I", 0, 64, 0, 0, 1, 0), 22),   # rx queue without device
+    (struct.pack("<6I", 0, 64, 0, 77, 0, 0), 19),  # no such device
+])
+def test_xdp_ctx_refusals(xdp, md, errno) -> None:
+    with pytest.raises(KernelError) as e:
+        xdp.programs["xdp_ctx"].test_run(data=packet(), ctx=md)
+    assert e.value.errno == errno
+
+
+def test_repeat_runs_on_the_same_packet(xdp) -> None:
+    # test_run.c: bpf_test_run repeats on one xdp_buff, so adjustments accumulate.
+    r = xdp.programs["xdp_shrink"].test_run(data=packet(), repeat=2)
+    assert len(r.data) == 64 - 2 * 18
+
+
+@pytest.mark.skipif(PKT64 is None, reason="bench packets missing")
+@pytest.mark.parametrize("name, retval", [("parse_packet", 2176149347), ("fnv_packet", 481572483),
+                                          ("empty", 0)])
+def test_bench_objects(backend, name, retval) -> None:
+    coll = backend.load(str(BENCH / "objects" / f"{name}.bpf.o"))
+    (prog,) = coll.programs.values()
+    r = prog.test_run(data=PKT64)
+    assert r.retval == retval
+    assert r.data == PKT64
+
+
+def test_sim_counts_instructions() -> None:
+    import bpfsim
+
+    rt = bpfsim.Runtime()
+    coll = rt.load(str(BENCH / "objects" / "fnv_packet.bpf.o"))
+    r = coll.programs["fnv_packet_xdp"].test_run(data=PKT64)
+    assert r.insns == 654 and r.duration_ns == 0     # the kernel README's count; virtual clock
+    rt.close()
