@@ -114,6 +114,13 @@ def test_spec_matches_libbpf(obj: Path, pin_dir: Path) -> None:
             assert info["type"] == ProgType(p.type).name.lower(), name
             if name in SAME_LENGTH:
                 assert info["bytes_xlated"] // 8 == len(p.instructions), name
+            # the kernel keeps libbpf's subprogram order: compare the function headers of the
+            # xlated dump with our depth-first append order
+            xl = _bpftool("prog", "dump", "xlated", "pinned", str(pin_dir / "progs" / name))
+            kernel_funcs = [x["proto"].split("(")[0].split()[-1].lstrip("*")
+                            for x in xl if "proto" in x]
+            ours = [n for n, _ in sorted(p.subprogram_starts.items(), key=lambda kv: kv[1])]
+            assert kernel_funcs == ours, name
     finally:
         for p in by_name_pins:
             p.unlink(missing_ok=True)
