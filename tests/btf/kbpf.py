@@ -52,3 +52,20 @@ def lookup_locked(map_fd: int, key: bytes, value_size: int) -> int:
     attr = (map_fd.to_bytes(4, "little") + bytes(4) + ctypes.addressof(k).to_bytes(8, "little")
             + ctypes.addressof(v).to_bytes(8, "little") + BPF_F_LOCK.to_bytes(8, "little"))
     return _bpf(BPF_MAP_LOOKUP_ELEM, attr)
+
+
+BPF_MAP_UPDATE_ELEM, BPF_OBJ_PIN = 2, 6
+
+
+def map_update(map_fd: int, key: bytes, value: bytes) -> int:
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    attr = (map_fd.to_bytes(4, "little") + bytes(4) + ctypes.addressof(k).to_bytes(8, "little")
+            + ctypes.addressof(v).to_bytes(8, "little") + bytes(8))
+    return _bpf(BPF_MAP_UPDATE_ELEM, attr)
+
+
+def obj_pin(fd: int, path: str) -> int:
+    p = ctypes.create_string_buffer(path.encode())
+    attr = ctypes.addressof(p).to_bytes(8, "little") + fd.to_bytes(4, "little") + bytes(4)
+    return _bpf(BPF_OBJ_PIN, attr)
