@@ -44,3 +44,23 @@ def test_two_readers_each_get_every_line():
         assert not os.path.exists(path)
     finally:
         sc.close(fd)
+
+
+def test_kernel_trace_pipe_collects_from_creation():
+    from bpfsim.errors import UsageError
+    from bpfsim.kernel import Kernel
+
+    with pytest.raises(UsageError):
+        _ = Kernel().trace_pipe
+    fd = sc.prog_load(6, PRINT_HI, "GPL")
+    k = Kernel(trace=True)
+    try:
+        sc.prog_test_run(fd, bytes(64))
+        for _ in range(50):
+            if any(f"-{os.getpid()} " in ln for ln in k.trace_pipe):
+                break
+            time.sleep(0.01)
+        assert [ln for ln in k.trace_pipe if f"-{os.getpid()} " in ln][0].endswith("bpf_trace_printk: hi")
+    finally:
+        k.close()
+        sc.close(fd)

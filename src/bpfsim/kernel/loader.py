@@ -84,8 +84,11 @@ class KernelCollection:
         self.btf_fd = btf_fd
         self.pinned = pinned      # paths this load pinned (LIBBPF_PIN_BY_NAME), for reference
         self.backend = "kernel"
+        self.closed = False
 
     def close(self) -> None:
+        """Drop every handle of the collection (idempotent)."""
+        self.closed = True
         for p in self.programs.values():
             p.close()
         for m in self.maps.values():
@@ -100,7 +103,8 @@ class KernelCollection:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<KernelCollection maps={list(self.maps)} programs={list(self.programs)}>"
+        return (f"<KernelCollection maps={sorted(self.maps)} programs={sorted(self.programs)}"
+                f"{' closed' if self.closed else ''}>")
 
 
 def load(source: str | os.PathLike | CollectionSpec, pin_root: str | None = None, *,

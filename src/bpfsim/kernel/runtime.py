@@ -43,14 +43,30 @@ class KernelClock:
 
 
 class Kernel:
-    """The running kernel as a backend.  Stateless apart from the clock: every object lives in
-    the kernel and is reached through fds and pins."""
+    """The running kernel as a backend.  Stateless apart from the clock (and, with
+    `trace=True`, a private tracefs instance collecting bpf_printk lines from now on): every
+    object lives in the kernel and is reached through fds and pins."""
 
     backend = "kernel"
 
-    def __init__(self) -> None:
+    def __init__(self, *, trace: bool = False) -> None:
         self.clock = KernelClock()
         self.ncpus = possible_cpus()
+        self._trace: Any = None
+        self._lines: list[str] = []
+        if trace:
+            from bpfsim.kernel.tracefs import TraceReader
+
+            self._trace = TraceReader()
+
+    @property
+    def trace_pipe(self) -> list[str]:
+        """Every bpf_printk line since this Kernel was made with `trace=True` (trace_pipe
+        format, like the emulator's `Runtime.trace_pipe`); UsageError without `trace=True`."""
+        if self._trace is None:
+            raise UsageError("this Kernel does not collect trace lines: make it with trace=True")
+        self._lines += self._trace.read()
+        return list(self._lines)
 
     def load(self, source: Any, pin_root: str | None = None, **kw: Any):
         """Like `Runtime.load`: a path or a CollectionSpec -> KernelCollection."""
@@ -85,7 +101,10 @@ class Kernel:
             raise PinError(f"unpin {path}: {e.strerror}") from None
 
     def close(self) -> None:
-        """Nothing to release (kept for symmetry with `Runtime.close`)."""
+        """Remove the trace instance, if any (objects live on in the kernel as fds and pins)."""
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
 
     def __enter__(self) -> Kernel:
         return self

@@ -101,7 +101,7 @@ class Backend:
     """One backend for one test: `backend(obj, pin_root=None)` loads, `sleep(ns)` lets time pass.
 
     `rt` is the emulator's `Runtime` (name "sim") or a `bpfsim.kernel.Kernel` (name "kernel");
-    both have `load`, `get_pinned`, `unpin`, `clock.now()`, `ncpus`.
+    both have `load`, `get_pinned`, `unpin`, `clock.now()`, `ncpus`, `trace_pipe`.
     """
 
     def __init__(self, name: str, pin_dir: str, clock: str = "virtual") -> None:
@@ -121,7 +121,7 @@ class Backend:
         elif name == "kernel":
             from bpfsim.kernel import Kernel
 
-            self.rt = Kernel()
+            self.rt = Kernel(trace=True)
             self.virtual = False
         else:
             raise ValueError(f"unknown backend {name!r} (expected one of {BACKENDS})")
@@ -163,6 +163,11 @@ class Backend:
     def unpin(self, path: str) -> None:
         self.rt.unpin(path)
 
+    @property
+    def trace_pipe(self) -> list[str]:
+        """bpf_printk lines so far (the kernel's: only those since this backend was made)."""
+        return self.rt.trace_pipe
+
     def path(self, name: str) -> str:
         """A path for a pin inside this test's pin directory."""
         return f"{self.pin_dir}/{name}"
@@ -176,9 +181,8 @@ class Backend:
                 coll.close()
         self._handles.clear()
         self._loaded.clear()
-        if self.name == "sim":
-            with contextlib.suppress(Exception):
-                self.rt.close()
+        with contextlib.suppress(Exception):
+            self.rt.close()
 
     def __repr__(self) -> str:
         return f"<Backend {self.name}>"
