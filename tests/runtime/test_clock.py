@@ -204,3 +204,17 @@ def test_real_clock_mutual_cancel_one_waits_one_edeadlk():
     assert done.wait(2)
     k.timers.close()
     assert res == {"a": 0, "b": -35}
+
+
+def test_real_clock_advance_sleeps_and_refuses_virtual_only_calls():
+    c = RealClock()
+    t0 = c.now()
+    assert c.advance(ms(5)) == 0
+    assert c.now() - t0 >= ms(5)
+    with pytest.raises(UsageError):
+        c.suspend(1)
+    with pytest.raises(UsageError):
+        c.run_until_idle()
+    with pytest.raises(UsageError):
+        c.advance(-1)
+    c.close()

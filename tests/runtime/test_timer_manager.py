@@ -357,3 +357,13 @@ def test_irq_exit_fires_only_due_timers_and_not_from_callbacks(k):
     assert k.timers.irq_exit(1) == 0                  # nothing due on CPU 1
     assert k.timers.irq_exit(0) == 2
     assert fired == [("a", 0), "b"]                   # no nested softirq inside a callback
+
+
+def test_init_enomem_fault_injection(k):
+    m = Map(k)
+    k.timers.max_timers = 1
+    assert k.timers.init(m.slot(0), m, CLOCK_MONOTONIC) == 0
+    sl = m.slot(1)
+    assert k.timers.init(sl, m, CLOCK_MONOTONIC) == -12
+    assert k.timers.init(sl, m, 0x20) == -EINVAL          # flags still come first
+    assert sl.timer is None

@@ -87,6 +87,13 @@ class Clock:
         return self.now(CLOCK_TAI)
 
     # -- driving timers ----------------------------------------------------------------------
+    def next_deadline(self) -> int | None:
+        """CLOCK_MONOTONIC time of the earliest pending timer that can fire, or None."""
+        if self._timers is None:
+            return None
+        nxt = self._timers.next_event()
+        return None if nxt is None else nxt[0]
+
     def timers_changed(self) -> None:
         """Called by the TimerManager (holding its lock) after a queue changed."""
 
@@ -136,13 +143,6 @@ class VirtualClock(Clock):
         """Set the wall clock (like settimeofday); MONOTONIC/BOOTTIME and timers are unaffected
         (bpf timers on CLOCK_REALTIME run on the MONOTONIC base, spec §7)."""
         self._real_offset = int(ns) - self._mono
-
-    def next_deadline(self) -> int | None:
-        """CLOCK_MONOTONIC time of the earliest pending timer that can fire, or None."""
-        if self._timers is None:
-            return None
-        nxt = self._timers.next_event()
-        return None if nxt is None else nxt[0]
 
     def advance(self, ns: int) -> int:
         """Move time forward by `ns` and fire what became due; returns the number fired."""
@@ -260,6 +260,32 @@ class RealClock(Clock):
 
     def in_firing_context(self) -> bool:
         return getattr(self._local, "active", False)
+
+    def advance(self, ns: int) -> int:
+        """Let `ns` of real time pass (sleep); returns the number of callbacks fired meanwhile."""
+        ns = int(ns)
+        if ns < 0:
+            raise UsageError("time cannot go backwards: advance() needs ns >= 0")
+        return self.advance_to(self._monotonic() + ns)
+
+    def advance_to(self, t: int) -> int:
+        """Sleep until CLOCK_MONOTONIC reaches `t`; returns the number of callbacks fired."""
+        if self.in_firing_context():
+            raise UsageError("the clock cannot be advanced from inside a timer callback")
+        timeline = getattr(self._timers, "timeline", None)
+        before = len(timeline.events("fire")) if timeline is not None else 0
+        while True:
+            left = int(t) - self._monotonic()
+            if left <= 0:
+                break
+            time.sleep(left / 1e9)
+        return (len(timeline.events("fire")) - before) if timeline is not None else 0
+
+    def suspend(self, ns: int) -> int:
+        raise UsageError("the real clock cannot suspend the host; use the virtual clock")
+
+    def run_until_idle(self, limit: int = DEFAULT_IDLE_LIMIT) -> int:
+        raise UsageError("run_until_idle needs the virtual clock (real timers fire by themselves)")
 
     def timers_changed(self) -> None:
         if self._timers is not None:

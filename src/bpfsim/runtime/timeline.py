@@ -21,8 +21,8 @@ class Timeline(list):
     EVENTS), `cpu` (int or None for user-space context), `map` (map name), `key` (hex of the
     element key; the u32 index for arrays), `timer` (a small id that stays the same for one
     initialized timer), `ret` (the helper's return value, None for fire/free).
-    Event-specific fields: `flags`, `clock`, `nsecs`, `expires`, `callback` (insn index),
-    `prog`.
+    Event-specific fields: `flags`, `clock`, `nsecs`, `expires`, `callback` (subprogram name),
+    `prog`, `was_queued`.
     """
 
     def __init__(self) -> None:

@@ -36,6 +36,7 @@ from bpfsim.uapi.constants import (
     EDEADLK,
     EINVAL,
     ENOENT,
+    ENOMEM,
     EPERM,
 )
 from bpfsim.vm.env import func_pointer_target
@@ -128,6 +129,9 @@ class TimerManager:
         self._tls = threading.local()                       # this thread's running callback
         self._next_id = 1
         self._seq = 0
+        # Fault injection: at most this many initialized timers, then init gets -ENOMEM (the
+        # kernel's allocation is charged to the map's memcg and can fail).  None = no limit.
+        self.max_timers: int | None = None
         clock = getattr(kernel, "clock", None)
         if clock is not None:
             clock.bind(self, kernel)
@@ -144,6 +148,9 @@ class TimerManager:
     def in_callback(self) -> bool:
         """True when the calling thread is executing a timer callback."""
         return getattr(self._tls, "timer", None) is not None
+
+    def _live_timers(self) -> int:
+        return sum(len(v) for v in self._by_map.values())
 
     def timers_of(self, mp: Any) -> list[Timer]:
         """The initialized timers of map `mp` (for tests and dumps)."""
@@ -279,7 +286,7 @@ class TimerManager:
                         continue          # bpf_timer_cb: callback_fn NULL -> nothing to do
                     self._running[cpu] = t
                     t.running_on, t.running_thread = cpu, threading.current_thread()
-                    self._record("fire", t.slot, cpu, None, callback=fn,
+                    self._record("fire", t.slot, cpu, None, callback=_callback_name(prog, fn),
                                  prog=getattr(prog, "name", None))
                 self._invoke(t, prog, fn, cpu)
                 fired += 1
@@ -336,6 +343,8 @@ class TimerManager:
                 ret = -EINVAL
             elif slot.timer is not None:
                 ret = -EBUSY
+            elif self.max_timers is not None and self._live_timers() >= self.max_timers:
+                ret = -ENOMEM                  # bpf_map_kmalloc_nolock failed (fault injection)
             elif self._usercnt(mp) == 0:
                 # __bpf_async_init allocates, publishes, then sees usercnt == 0 and backs out.
                 ret = -EPERM
@@ -367,7 +376,7 @@ class TimerManager:
                             self._prog_put(old)
                 if ret == 0:
                     t.callback = callback
-            self._record("set_callback", slot, cpu, ret, callback=callback,
+            self._record("set_callback", slot, cpu, ret, callback=_callback_name(prog, callback),
                          prog=getattr(prog, "name", None))
             return ret
 
@@ -467,6 +476,18 @@ class TimerManager:
             for q in list(self._queues.values()):
                 for t in list(q):
                     self._dequeue(t)
+
+
+def _callback_name(prog: Any, fn: int) -> str:
+    """The callback's subprogram name from the program spec, else `insn <index>`."""
+    index = func_pointer_target(fn)
+    if index is None:
+        return hex(fn)
+    starts = getattr(getattr(prog, "spec", None), "subprogram_starts", None) or {}
+    for name, slot in starts.items():
+        if slot == index:
+            return str(name)
+    return f"insn {index}"
 
 
 def _run_on_engine(kernel: Any, prog: Any, fn: int, args: tuple[int, ...], cpu: int) -> None:
