@@ -267,6 +267,7 @@ def test_missing_license_is_empty_like_libbpf() -> None:
     ("bad_license", ParseError, r"^load license: license is not a NUL-terminated string"),
     ("no_btf", ParseError, r"^load maps: '.maps' section needs BTF"),
     ("extern_var", LinkError, r"^link programs: .*extern variable 'LINUX_KERNEL_VERSION'"),
+    ("legacy_maps", ParseError, r"^load maps: legacy map definitions in 'maps' section"),
 ])
 def test_bad_objects(name: str, exc: type, msg: str) -> None:
     with pytest.raises(exc, match=msg):

@@ -41,7 +41,7 @@ from bpfsim.elf.reader import (
     Symbol,
     read_elf,
 )
-from bpfsim.errors import LinkError, ParseError, UsageError
+from bpfsim.errors import LinkError, NotSupported, ParseError, UsageError
 from bpfsim.isa.insn import INSN_SIZE, Instruction, decode_slots
 from bpfsim.spec.collection import (
     REF_KFUNC,
@@ -265,6 +265,13 @@ class _Loader:
 
     def load_maps(self) -> None:
         """libbpf.c: bpf_object__init_user_btf_maps / parse_btf_map_def."""
+        if self.elf.section("maps") is not None:
+            # libbpf.c: bpf_object__elf_collect refuses `struct bpf_map_def SEC("maps")`
+            raise ParseError("legacy map definitions in 'maps' section are not supported by "
+                             "libbpf v1.0+", section="maps")
+        for name in (".struct_ops", ".struct_ops.link"):
+            if self.elf.section(name) is not None:
+                raise NotSupported("struct_ops maps", detail=f"section '{name}'")
         sec = self.elf.section(MAPS_SEC)
         if sec is None:
             return
