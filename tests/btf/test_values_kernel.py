@@ -22,7 +22,7 @@ from . import kbpf
 pytestmark = pytest.mark.kernel
 
 ARRAY, HASH = 2, 1
-ENTRIES = 48
+ENTRIES = 64
 
 
 def _layouts() -> tuple[Btf, dict[str, tuple[int, int]]]:
@@ -96,7 +96,10 @@ def _random_value(rng: random.Random, size: int) -> bytes:
     if pick < 0.3:
         return bytes([0xFF] * size)
     pool = [0, 0, 0x41, 0x7A, 0x20, 0x7E, 0x7F, 0x1F, 0x80, 0xFF, 1]
-    return bytes(rng.choice(pool) if rng.random() < 0.6 else rng.randrange(256) for _ in range(size))
+    raw = bytes(rng.choice(pool) if rng.random() < 0.6 else rng.randrange(256) for _ in range(size))
+    # bpftool prints a BTF_INT_CHAR '\\' or '"' unescaped (btf_dumper_int: "\"%c\""), which is
+    # not JSON at all; keep those bytes out so there is a shape to compare with.
+    return raw.replace(b"\\", b"A").replace(b'"', b"A")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ on Linux 6.18, see tests/fixtures/btf/types.maps.json):
 * enums: the enumerator's name when the value matches one, else the signed int;
 * pointers: unsigned ints; structs and unions: dicts in member order (`bpf_timer` -> {},
   `bpf_spin_lock` -> {"val": 0}); VAR -> {name: value}; DATASEC -> {sec: [{var: value}...]}.
+* a BTF_INT_CHAR (not clang's `char`, which is SIGNED) gives a one-character string; bpftool
+  prints '\\' and '"' there unescaped (invalid JSON), we give the character;
 * FLOAT: bpftool 7.1 cannot print it ("(unsupported-kind", invalid JSON); we give a Python
   float instead -- the one deliberate difference.
 """
