@@ -121,6 +121,17 @@ class SimBackend(Backend):
     def wait(self, ns: int) -> None:
         self.clock.advance(ns)
 
+    def prog_alive(self, prog_id: int) -> bool:
+        from bpfsim.runtime.kobject import object_by_id
+
+        return object_by_id(self.rt, "prog", prog_id) is not None
+
+    def pin_map(self, m, path):
+        self.coll.maps["thash" if m == HASH else "tarr"].pin(path)
+
+    def unpin(self, path):
+        self.rt.unpin(path)
+
     def now(self, clockid=CLOCK_MONOTONIC) -> int:
         return self.clock.now(clockid)
 
@@ -157,6 +168,24 @@ class KernelBackend(Backend):
 
     def sys_delete(self, m, k):
         del self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)]
+
+    def prog_alive(self, prog_id: int) -> bool:
+        from bpfsim.errors import KernelError
+        from bpfsim.kernel import syscall as sc
+
+        for _ in range(50):          # the last put frees the program after an RCU grace period
+            try:
+                sc.close(sc.prog_get_fd_by_id(prog_id))
+            except KernelError:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def pin_map(self, m, path):
+        self.coll.maps["thash" if m == HASH else "tarr"].pin(path)
+
+    def unpin(self, path):
+        os.unlink(path)
 
     def wait(self, ns: int) -> None:
         # Real time, plus slack for the softirq (timers fire ~40 us late, more under load).
@@ -451,3 +480,23 @@ def test_callback_deletes_its_own_element(be):
     assert be.start(HASH, 4, ms(1)) == 0
     be.wait(ms(20))
     assert be.elem(HASH, 4) is None
+
+
+# -- §2 the program reference -------------------------------------------------------------------
+def test_timer_pins_the_program_that_set_its_callback(be):
+    """A timer holds a reference on the program that last set its callback, even after it
+    fired, until the map's last user reference goes (every timer freed)."""
+    import uuid
+
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.start(ARR, 0, ms(1)) == 0
+    be.wait(ms(20))
+    assert be.fired(ARR, 0) == 1
+    setter = be.coll.programs["set_callback"].id
+    other = be.coll.programs["cancel"].id
+    path = f"/sys/fs/bpf/bpfsim-timer-{uuid.uuid4().hex[:8]}"
+    be.pin_map(ARR, path)
+    be.coll.close()                 # program fds (and one map fd) closed; the pin holds the map
+    assert be.prog_alive(setter) and not be.prog_alive(other)
+    be.unpin(path)                  # usercnt -> 0: timers freed, the program reference dropped
+    assert not be.prog_alive(setter)
