@@ -7,8 +7,8 @@ from __future__ import annotations
 import struct
 
 import pytest
-from conftest import FIXTURES, asm_and_raw, conformance_files
 from elftools.elf.elffile import ELFFile
+from isa_fixtures import FIXTURES, asm_and_raw, conformance_files
 
 from bpfsim.errors import ParseError
 from bpfsim.isa.asm import assemble

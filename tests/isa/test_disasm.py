@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
-from forms import random_insn
+from isa_fixtures import FIXTURES
+from isa_forms import random_insn
 
 from bpfsim.cli.cmd_disasm import _sections
 from bpfsim.elf.reader import read_elf

@@ -7,9 +7,9 @@ from __future__ import annotations
 import contextlib
 import random
 
-from forms import random_insn
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from isa_forms import random_insn
 
 from bpfsim.errors import ParseError
 from bpfsim.isa.asm import assemble

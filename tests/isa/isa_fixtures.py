@@ -1,16 +1,14 @@
-"""Shared helpers of the isa tests: fixture paths and the conformance `.data` asm sections."""
+"""Shared helpers of the isa tests: fixture paths and the conformance `.data` asm sections.
+(A plain module, not a conftest, so its name cannot clash with other packages' conftests.)"""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures" / "isa"
 CONFORMANCE = Path("/work/shared/conformance/tests")
 _REPO_CONF = HERE.parent / "conformance" / "data"
-
-sys.path.insert(0, str(HERE))  # forms.py
 
 
 def conformance_files() -> list[Path]:
