@@ -473,6 +473,24 @@ def test_hash_delete_and_replace_free_timer(be):
     assert be.init(HASH, 1) == 0 and be.init(HASH, 2) == 0
 
 
+def test_hash_update_with_f_lock_keeps_timer(be):
+    """BPF_F_LOCK updates in place (copy_map_value_locked): the timer stays armed and
+    initialized; a plain update of the same key makes a new element with a fresh timer."""
+    key, fresh = struct.pack("<I", 1), bytes(32)
+    m = be.coll.maps["tlock"]
+    m.raw[key] = fresh
+    assert be.run("lock_arm", ARR, 1, ms(30)) == 0
+    m.update(key, fresh, 4)                            # BPF_F_LOCK
+    assert be.run("lock_arm", ARR, 1, ms(30)) == -EBUSY  # still initialized (and re-armed)
+    be.wait(ms(60))
+    assert struct.unpack_from("<Q", m.raw[key], 24)[0] == 1
+    assert be.run("lock_arm", ARR, 1, ms(30)) == -EBUSY
+    m.raw[key] = fresh                                 # no F_LOCK: a new element
+    be.wait(ms(60))
+    assert struct.unpack_from("<Q", m.raw[key], 24)[0] == 0
+    assert be.run("lock_arm", ARR, 1, ms(30)) == 0
+
+
 def test_callback_deletes_its_own_element(be):
     hash_elem(be, 4)
     assert be.init(HASH, 4) == 0 and be.set_cb(HASH, 4) == 0
