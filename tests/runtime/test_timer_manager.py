@@ -367,3 +367,14 @@ def test_init_enomem_fault_injection(k):
     assert k.timers.init(sl, m, CLOCK_MONOTONIC) == -12
     assert k.timers.init(sl, m, 0x20) == -EINVAL          # flags still come first
     assert sl.timer is None
+
+
+def test_walk_loop_with_absolute_past_rearm_is_guarded(k):
+    """A callback re-arming itself with an absolute past expiry would keep one softirq walk
+    busy forever (the kernel livelocks too); the virtual clock's limit stops it."""
+    m = Map(k)
+    sl = m.slot(0)
+    setup(k, sl, lambda cpu, *a: k.timers.start(sl, 0, BPF_F_TIMER_ABS, cpu=cpu))
+    k.timers.start(sl, 0, BPF_F_TIMER_ABS, cpu=0)
+    with pytest.raises(ExecutionError):
+        k.clock.run_until_idle(limit=20)

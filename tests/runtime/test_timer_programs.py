@@ -518,3 +518,57 @@ def test_timer_pins_the_program_that_set_its_callback(be):
     assert be.prog_alive(setter) and not be.prog_alive(other)
     be.unpin(path)                  # usercnt -> 0: timers freed, the program reference dropped
     assert not be.prog_alive(setter)
+
+
+# -- emulator only: exact virtual time -----------------------------------------------------------
+@pytest.fixture
+def sim():
+    import bpfsim
+
+    if not hasattr(bpfsim, "Runtime"):
+        pytest.skip("bpfsim.Runtime is not available yet")
+    b = SimBackend()
+    yield b
+    b.close()
+
+
+def test_sim_callbacks_read_their_own_deadline(sim):
+    assert sim.init(ARR, 0) == 0 and sim.set_cb(ARR, 0) == 0
+    assert sim.mode(ARR, 0, MODE_REARM, 5 | (ms(2) << 8)) == 0
+    t0 = sim.now()
+    assert sim.start(ARR, 0, ms(2)) == 0
+    assert sim.clock.next_deadline() == t0 + ms(2)
+    assert sim.clock.advance(ms(100)) == 6
+    e = sim.elem(ARR, 0)
+    assert e["counter"] == 6 and e["stamp"] == t0 + ms(12)
+    fires = sim.rt.timeline.events("fire")
+    assert [r["time"] for r in fires] == [t0 + ms(2 * i) for i in range(1, 7)]
+    assert {r["map"] for r in fires} == {"tarr"} and fires[0]["key"] == "00000000"
+    assert fires[0]["callback"] == "cb_a" and fires[0]["prog"] == "set_callback"
+
+
+def test_sim_boottime_timer_fires_at_resume(sim):
+    assert sim.init(ARR, 0, CLOCK_BOOTTIME) == 0 and sim.set_cb(ARR, 0) == 0
+    assert sim.init(ARR, 1, CLOCK_MONOTONIC) == 0 and sim.set_cb(ARR, 1) == 0
+    t0, b0 = sim.now(), sim.now(CLOCK_BOOTTIME)
+    assert sim.start(ARR, 0, 10 * 10**9) == 0
+    assert sim.start(ARR, 1, 10 * 10**9) == 0
+    assert sim.clock.suspend(30 * 10**9) == 1
+    e = sim.elem(ARR, 0)
+    assert e["stamp"] == t0 and e["boot_stamp"] == b0 + 30 * 10**9
+    assert sim.fired(ARR, 1) == 0
+    sim.clock.advance(10 * 10**9)
+    assert sim.elem(ARR, 1)["stamp"] == t0 + 10 * 10**9
+
+
+def test_sim_run_until_idle_guards_endless_chains(sim):
+    from bpfsim.errors import ExecutionError
+
+    assert sim.init(ARR, 0) == 0 and sim.set_cb(ARR, 0) == 0
+    assert sim.mode(ARR, 0, MODE_REARM, 255) == 0           # 255 re-arms at 0 ns
+    assert sim.start(ARR, 0, 0) == 0
+    with pytest.raises(ExecutionError, match="re-arming"):
+        sim.clock.run_until_idle(limit=100)
+    # 1 fired inside the syscall program (irq exit), 101 before the guard tripped.
+    assert sim.clock.run_until_idle() == 256 - 102
+    assert sim.fired(ARR, 0) == 256

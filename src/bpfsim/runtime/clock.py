@@ -194,7 +194,8 @@ class VirtualClock(Clock):
                 # A callback reads its own deadline; a BOOTTIME timer that came due during a
                 # suspend fires at resume (its deadline is in the past).
                 self._mono = max(self._mono, deadline)
-                fired += timers.run_softirq(cpu)
+                # A walk can itself loop (a callback re-arming with an absolute past expiry).
+                fired += timers.run_softirq(cpu, limit=limit - fired + 1)
                 if fired > limit:
                     raise ExecutionError(
                         f"timer callbacks fired more than {limit} times without the clock "
