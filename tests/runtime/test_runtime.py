@@ -1,0 +1,150 @@
+"""Runtime.load and the object lifetimes: all-or-nothing loads, LIBBPF_PIN_BY_NAME reuse,
+pins and handles, Program handles, SYSCALL contexts, refusals with the kernel's errno."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+import bpfsim
+from bpfsim.errors import KernelError, LinkError, ParseError, PinError, UsageError
+from bpfsim.runtime.kobject import live_objects
+from bpfsim.uapi.constants import ProgType
+
+ROOT = Path(__file__).resolve().parents[2]
+FIX = ROOT / "tests" / "fixtures" / "runtime"
+PINNED = str(FIX / "pinned.bpf.o")
+EMPTY = str(ROOT / "bench" / "objects" / "empty.bpf.o")
+PKT = (ROOT / "bench" / "pkt_64.bin").read_bytes()
+
+
+@pytest.fixture
+def rt():
+    r = bpfsim.Runtime()
+    yield r
+    r.close()
+
+
+def test_pin_by_name_is_shared_between_loads(backend) -> None:
+    a = backend.load(PINNED)
+    b = backend.load(PINNED)
+    assert a.programs["count"].test_run(data=PKT).retval == 1
+    assert b.programs["count"].test_run(data=PKT).retval == 2     # the same pinned map
+    pinned = backend.get_pinned(backend.path("counter"))
+    assert pinned.raw[b"\0\0\0\0"] == struct.pack("<Q", 2)
+
+
+def test_pin_by_name_incompatible_is_refused(backend) -> None:
+    backend.load(PINNED)
+    spec = bpfsim.load_spec(PINNED)
+    spec.maps["counter"].max_entries = 2
+    with pytest.raises(PinError, match="mismatch"):
+        backend.load(spec)
+
+
+def test_syscall_ctx_in_and_out(rt) -> None:
+    # (sim only: bpfsim.kernel passes ctx_out, which bpf_prog_test_run_syscall refuses)
+    coll = rt.load(PINNED, pin_root="/sys/fs/bpf")
+    r = coll.programs["syscall_ctx"].test_run(ctx=struct.pack("<II", 20, 0), repeat=0)
+    assert r.retval == 21
+    assert struct.unpack("<II", r.ctx) == (20, 40)
+    assert r.data is None
+
+
+def test_syscall_refuses_data(backend) -> None:
+    coll = backend.load(PINNED)
+    with pytest.raises(KernelError) as e:
+        coll.programs["syscall_ctx"].test_run(data=PKT, ctx=bytes(8), repeat=0)
+    assert e.value.errno == 22
+
+
+def test_failed_load_leaves_nothing(rt) -> None:
+    spec = bpfsim.load_spec(PINNED)
+    spec.programs["count"].references[0].target = "nope"      # resolves to no map
+    rt.mkdir("/sys/fs/bpf/t")
+    with pytest.raises(LinkError):
+        rt.load(spec, pin_root="/sys/fs/bpf/t")
+    assert live_objects(rt, "map") == [] and live_objects(rt, "prog") == []
+    assert not rt.pins.exists("/sys/fs/bpf/t/counter")
+
+
+def test_collection_close_and_pins_keep_objects(rt) -> None:
+    coll = rt.load(PINNED, pin_root="/sys/fs/bpf")
+    prog = coll.programs["count"]
+    prog.pin("/sys/fs/bpf/count")
+    coll.close()
+    assert coll.closed and prog.closed
+    assert [m.name for m in live_objects(rt, "map")] == ["counter"]   # held by its pin
+    again = rt.get_pinned("/sys/fs/bpf/count")
+    assert again.test_run(data=PKT).retval == 1
+    again.close()
+    rt.unpin("/sys/fs/bpf/count")
+    assert live_objects(rt, "prog") == []
+    rt.unpin("/sys/fs/bpf/counter")
+    assert live_objects(rt, "map") == []
+    with pytest.raises(PinError):
+        rt.get_pinned("/sys/fs/bpf/counter")
+
+
+def test_program_handle(rt) -> None:
+    with rt.load(PINNED) as coll:
+        p = coll.programs["count"]
+        assert (p.name, p.type) == ("count", ProgType.XDP)
+        info = p.info
+        assert info["type"] == "xdp" and info["insns"] == p.insn_count == len(p.insns)
+        assert info["map_ids"] == [coll.maps["counter"].id] and info["gpl_compatible"]
+        assert len(info["tag"]) == 16
+    with pytest.raises(UsageError):
+        p.test_run(data=PKT)
+
+
+def test_bpfsim_load_and_bad_input(tmp_path) -> None:
+    coll = bpfsim.load(EMPTY)
+    assert coll.programs["empty_xdp"].test_run(data=PKT).retval == 0
+    coll.runtime.close()
+    bad = tmp_path / "bad.o"
+    bad.write_bytes(b"\x7fELF not really")
+    with pytest.raises(ParseError):
+        bpfsim.load(str(bad))
+
+
+def test_test_run_of_a_type_without_test_run(rt) -> None:
+    spec = bpfsim.load_spec(EMPTY)
+    spec.programs["empty_xdp"].type = ProgType.KPROBE
+    coll = rt.load(spec)
+    with pytest.raises(KernelError) as e:
+        coll.programs["empty_xdp"].test_run()
+    assert e.value.errno == 524                       # ENOTSUPP, as bpf(2) leaks it
+
+
+def test_closed_runtime_refuses_loads() -> None:
+    r = bpfsim.Runtime()
+    r.close()
+    r.close()
+    with pytest.raises(UsageError):
+        r.load(EMPTY)
+    with pytest.raises(UsageError):
+        bpfsim.Runtime(ncpus=0)
+    with pytest.raises(UsageError):
+        bpfsim.Runtime(clock="sundial")
+
+
+def test_runs_hold_the_cpu_lock(rt) -> None:
+    coll = rt.load(EMPTY)
+    seen = []
+    real = rt.cpu_locks[0]
+
+    class Spy:
+        def __enter__(self):
+            seen.append("enter")
+            return real.__enter__()
+
+        def __exit__(self, *a):
+            seen.append("exit")
+            return real.__exit__(*a)
+
+    rt.cpu_locks[0] = Spy()
+    coll.programs["empty_xdp"].test_run(data=PKT)
+    assert seen == ["enter", "exit"]
