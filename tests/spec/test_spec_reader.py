@@ -266,7 +266,8 @@ def test_missing_license_is_empty_like_libbpf() -> None:
     ("values_on_hash", ParseError, r"^load maps: map 'm': should be map-in-map or prog-array"),
     ("bad_license", ParseError, r"^load license: license is not a NUL-terminated string"),
     ("no_btf", ParseError, r"^load maps: '.maps' section needs BTF"),
-    ("extern_var", LinkError, r"^link programs: .*extern variable 'LINUX_KERNEL_VERSION'"),
+    ("ksym_var", LinkError, r"^link programs: .*extern variable 'bpf_prog_active' \(.ksyms\)"),
+    ("kconfig_missing", LinkError, r"^load global data: extern \(kcfg\) 'CONFIG_HZ': value not found"),
     ("legacy_maps", ParseError, r"^load maps: legacy map definitions in 'maps' section"),
 ])
 def test_bad_objects(name: str, exc: type, msg: str) -> None:
@@ -348,3 +349,28 @@ def test_bad_relocations_are_link_errors(patch: dict, msg: str) -> None:
 def test_static_program_outside_text_is_refused() -> None:
     with pytest.raises(ParseError, match="program 'hidden' is static and not supported"):
         load_spec(PROGS / "bad" / "static_prog.bpf.o")
+
+
+def test_kconfig_externs_follow_libbpf_layout() -> None:
+    """Offsets, size, name and flags as libbpf 1.1 printed them for this object on 6.18."""
+    spec = load_spec(PROGS / "kconfig.bpf.o")
+    m = spec.maps[".kconfig"]
+    assert (m.kernel_name, m.value_size, m.flags, m.freeze) == (
+        "kconfig.kconfig", 30, BPF_F_RDONLY_PROG | BPF_F_MMAPABLE, True)
+    v = spec.variables
+    assert {n: (v[n].offset, v[n].size) for n in v} == {
+        "CONFIG_HZ": (0, 8), "LINUX_KERNEL_VERSION": (8, 4), "CONFIG_BPF_SYSCALL": (12, 1),
+        "LINUX_HAS_BPF_COOKIE": (13, 1), "CONFIG_DEFAULT_HOSTNAME": (14, 16)}
+    assert v["LINUX_KERNEL_VERSION"].raw == (6 << 16 | 18 << 8).to_bytes(4, "little")
+    assert v["LINUX_HAS_BPF_COOKIE"].raw == b"\1" and v["CONFIG_HZ"].raw == bytes(8)   # weak: 0
+    refs = spec.programs["kcfg"].references
+    assert sorted(r.offset for r in refs) == [0, 8, 12, 13, 14]
+    assert all(r.target == ".kconfig" and r.kind == REF_MAP_VALUE for r in refs)
+    given = load_spec(PROGS / "kconfig.bpf.o",
+                      kconfig={"CONFIG_HZ": 250, "CONFIG_BPF_SYSCALL": "y",
+                               "CONFIG_DEFAULT_HOSTNAME": "(none)"}).variables
+    assert given["CONFIG_HZ"].raw == (250).to_bytes(8, "little")
+    assert given["CONFIG_BPF_SYSCALL"].raw == b"\1"
+    assert given["CONFIG_DEFAULT_HOSTNAME"].raw == b"(none)".ljust(16, b"\0")
+    with pytest.raises(LinkError, match="does not fit"):
+        load_spec(PROGS / "kconfig.bpf.o", kconfig={"CONFIG_DEFAULT_HOSTNAME": "x" * 20})

@@ -21,6 +21,7 @@ from bpfsim.uapi.constants import BPF_F_MMAPABLE, MapType, ProgType
 ROOT = Path(__file__).resolve().parents[2]
 PROGS = ROOT / "tests" / "fixtures" / "progs"
 OBJECTS = [PROGS / "globals.bpf.o", PROGS / "callbacks.bpf.o", PROGS / "map_in_map.bpf.o",
+           PROGS / "kconfig.bpf.o",
            *sorted((ROOT / "examples").glob("*/*.bpf.o")),
            *sorted((ROOT / "bench" / "objects").glob("*.bpf.o"))]
 # programs whose xlated image is exactly our linked image (checked by hand with

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,7 @@ from bpfsim.spec.collection import (
     Reference,
     VariableSpec,
 )
+from bpfsim.spec.kconfig import KCONFIG_SEC, kconfig_layout
 from bpfsim.uapi.constants import (
     BPF_F_MMAPABLE,
     BPF_F_RDONLY_PROG,
@@ -89,7 +90,8 @@ _INPUT_ERRORS = (IndexError, KeyError, ValueError, struct.error, OverflowError, 
 
 
 def load_spec(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
-              name: str | None = None, allow_unknown_sections: bool = False) -> CollectionSpec:
+              name: str | None = None, allow_unknown_sections: bool = False,
+              kconfig: Mapping[str, object] | None = None) -> CollectionSpec:
     """Read a BPF ELF object (path or bytes) into an editable `CollectionSpec`.
 
     `name` is the object name libbpf would use (default: the file name up to its first "."),
@@ -97,13 +99,15 @@ def load_spec(source: str | os.PathLike[str] | bytes | bytearray | memoryview, *
     A program in a section libbpf does not know is an error, unless `allow_unknown_sections`
     is set: it then gets type BPF_PROG_TYPE_UNSPEC (like cilium/ebpf's UnspecifiedProgram),
     useful for raw objects such as the uBPF-style benchmark builds.
+    `kconfig` gives values for `extern ... CONFIG_* __kconfig` variables (libbpf reads them
+    from the running kernel's config; the `LINUX_*` virtual externs describe Linux 6.18).
     Raises ParseError for malformed input and LinkError for references that do not resolve;
     every message starts with the stage that failed.
     """
     path = "" if isinstance(source, (bytes, bytearray, memoryview)) else os.fspath(source)
     if name is None:
         name = os.path.basename(path).split(".", 1)[0] if path else ""
-    return _Loader(source, path, name, allow_unknown_sections).run()
+    return _Loader(source, path, name, allow_unknown_sections, kconfig).run()
 
 
 @contextmanager
@@ -164,9 +168,12 @@ class _DataMap:
 class _Loader:
     """One run of the stages over one object (keeps the intermediate tables)."""
 
-    def __init__(self, source: Any, path: str, obj_name: str, allow_unknown: bool) -> None:
+    def __init__(self, source: Any, path: str, obj_name: str, allow_unknown: bool,
+                 kconfig: Mapping[str, object] | None) -> None:
         self.source = source
         self.allow_unknown = allow_unknown
+        self.kconfig_values = kconfig
+        self.kconfig: dict[str, int] = {}                    # extern name -> .kconfig offset
         self.path = path
         self.obj_name = obj_name
         self.elf: ElfObject
@@ -461,6 +468,31 @@ class _Loader:
             self.spec.maps[sec.name] = spec
             self.data_maps[sec.index] = _DataMap(sec, spec)
             self._add_variables(sec, spec, datasec)
+        self._load_kconfig()
+
+    def _load_kconfig(self) -> None:
+        """libbpf.c: bpf_object__collect_externs + bpf_object__init_kconfig_map."""
+        if self.btf is None:
+            return
+        try:
+            ds_id = self.btf.find_datasec(KCONFIG_SEC)
+        except LinkError:
+            return
+        weak = {s.name: s.bind == STB_WEAK for s in self.elf.symbols if s.shndx == SHN_UNDEF}
+        externs, data = kconfig_layout(self.btf, weak, self.kconfig_values, self.elf.byteorder)
+        if not externs:
+            return
+        spec = MapSpec(name=KCONFIG_SEC, type=int(MapType.ARRAY), key_size=4,
+                       value_size=len(data), max_entries=1,
+                       flags=BPF_F_RDONLY_PROG | BPF_F_MMAPABLE, value_type_id=ds_id,
+                       contents=[(b"\0\0\0\0", data)], freeze=True, section=KCONFIG_SEC,
+                       is_global_data=True,
+                       kernel_name=internal_map_name(self.obj_name, KCONFIG_SEC))
+        self.spec.maps[KCONFIG_SEC] = spec
+        for e in externs:
+            self.kconfig[e.name] = e.offset
+            self.spec.variables.setdefault(e.name, VariableSpec(e.name, KCONFIG_SEC, e.offset,
+                                                                e.size, e.type_id))
 
     def _add_variables(self, sec: Section, spec: MapSpec, datasec: Any) -> None:
         if datasec is not None:
@@ -724,12 +756,20 @@ class _Linker:
 
     def _extern(self, insn: Instruction, gi: int, sym: Symbol, where: str) -> None:
         """Extern functions are kfuncs (resolved against the kernel's BTF at load time);
-        extern variables (`.kconfig`, `.ksyms` data) are not supported yet."""
+        `__kconfig` variables live in the `.kconfig` map (libbpf: RELO_EXTERN_LD64 of a kcfg
+        extern: insn[1].imm = data_off); `__ksym` variables are not supported yet."""
         if insn.opcode == _OPC_CALL:
             self.prog.references.append(Reference(gi, REF_KFUNC, sym.name))
             self.out[gi] = replace(self.out[gi], src=BPF_PSEUDO_KFUNC_CALL, imm=0)
             return
-        raise LinkError(f"{where}: extern variable '{sym.name}' (.kconfig/.ksyms) is not supported")
+        if insn.opcode == _OPC_LDDW and sym.name in self.ld.kconfig:
+            off = self.ld.kconfig[sym.name]
+            self.prog.references.append(Reference(gi, REF_MAP_VALUE, KCONFIG_SEC, off))
+            self.out[gi] = replace(self.out[gi], src=BPF_PSEUDO_MAP_VALUE, imm=0,
+                                   imm64=(off & 0xFFFFFFFF) << 32)
+            self.out[gi + 1] = replace(self.out[gi + 1], imm=off)
+            return
+        raise LinkError(f"{where}: extern variable '{sym.name}' (.ksyms) is not supported")
 
     def _ext_info(self) -> None:
         """Rebase BTF.ext func_info, line_info and CO-RE records onto the linked slots
