@@ -2,7 +2,7 @@
 
 Job: validate a `MapSpec` the way the kernel's map_create does (generic checks, the family's
 map_alloc_check, BTF sizes, the special-field rules of map_check_btf) and build the live map;
-plus the lookups helpers need from a program pointer (`element_at`, spin locks).
+plus the lookups helpers need from a program pointer (`element_at`, `map_at`).
 Must not import `kernel` or `vm` internals.
 
 Families: array.py (ARRAY, PERCPU_ARRAY), hash.py (+ lru.py: HASH, PERCPU_HASH, LRU_HASH,
@@ -123,22 +123,6 @@ def element_at(mem: AddressSpace, addr: int) -> tuple[Element, int]:
     raise MemoryFault(f"{addr:#x} is not inside a map value", address=addr)
 
 
-def spin_lock(mem: AddressSpace, lock_addr: int) -> None:
-    """bpf_spin_lock: take the lock of the element `lock_addr` lies in."""
-    elem, _ = element_at(mem, lock_addr)
-    if elem.spin is None:
-        raise MemoryFault(f"{lock_addr:#x}: the map value has no bpf_spin_lock", address=lock_addr)
-    elem.spin.acquire()
-
-
-def spin_unlock(mem: AddressSpace, lock_addr: int) -> None:
-    """bpf_spin_unlock."""
-    elem, _ = element_at(mem, lock_addr)
-    if elem.spin is None or not elem.spin.locked():
-        raise MemoryFault(f"{lock_addr:#x}: bpf_spin_unlock without bpf_spin_lock", address=lock_addr)
-    elem.spin.release()
-
-
 def map_at(mem: AddressSpace, addr: int) -> MapBase:
     """The map a CONST_PTR_TO_MAP value names."""
     found = mem.find(addr)
@@ -151,5 +135,5 @@ __all__ = [
     "MAP_CLASSES", "ArrayMap", "ArrayOfMapsMap", "BloomFilterMap", "Element", "FieldRecord", "HashMap",
     "HashOfMapsMap", "LpmTrieMap", "LruHashMap", "LruPercpuHashMap", "MapBase", "MapError", "PercpuArrayMap",
     "PercpuHashMap", "ProgArrayMap", "QueueMap", "RingBufMap", "StackMap", "create_map", "element_at",
-    "map_at", "round_up", "spin_lock", "spin_unlock",
+    "map_at", "round_up",
 ]

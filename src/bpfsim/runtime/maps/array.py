@@ -113,7 +113,7 @@ class ArrayMap(MapBase):
             raise self._not_found(key)
         if flags & BPF_F_LOCK:
             e = self.elem(index)
-            with e.spin:     # copy_map_value_locked
+            with self.value_locked(e):     # copy_map_value_locked
                 return self.record.copy_out(e.read())
         return self._read_out(index)
 
@@ -143,7 +143,7 @@ class ArrayMap(MapBase):
 
     def _store(self, e: Element, value: bytes, flags: int) -> None:
         if flags & BPF_F_LOCK:
-            with e.spin:     # copy_map_value_locked
+            with self.value_locked(e):     # copy_map_value_locked
                 e.write(value)
         else:
             e.write(value)

@@ -14,6 +14,7 @@ Must not import `kernel` or `vm` internals (only `vm.memory` types).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -304,14 +305,33 @@ class MapBase(BpfMap):
         BPF_F_RDONLY_PROG)."""
         if self.record or self.map_type == MapType.STRUCT_OPS:
             raise MapError(f"map '{self.name}': cannot freeze a map with special fields", ENOTSUPP)
-        if self.map_flags & BPF_F_RDONLY:
-            raise MapError(f"map '{self.name}' is not writable", EPERM)
         with self.lock:
-            if self.frozen:
-                raise MapError(f"map '{self.name}' is already frozen", 16)
+            # map_freeze checks map_get_sys_perms, which already drops write on a frozen
+            # map: a second freeze is -EPERM on 6.18 (checked), not the -EBUSY further down
+            self._can(True)
             self.frozen = True
 
-    def keys(self) -> Iterator[bytes]:
+    @contextlib.contextmanager
+    def value_locked(self, e: Element) -> Iterator[None]:
+        """copy_map_value_locked: hold the value's bpf_spin_lock, the very lock programs take
+        with bpf_spin_lock (the runtime's `kernel.spin_lock(addr)` when it has one)."""
+        off = self.record.spin_lock_off
+        lock = getattr(self.kernel, "spin_lock", None)
+        unlock = getattr(self.kernel, "spin_unlock", None)
+        if off is not None and callable(lock) and callable(unlock):
+            addr = e.value_addr(0) + off
+            lock(addr)
+            try:
+                yield
+            finally:
+                unlock(addr)
+        elif e.spin is not None:
+            with e.spin:
+                yield
+        else:
+            yield
+
+    def iter_keys(self) -> Iterator[bytes]:
         """Every key in get_next_key order (a snapshot walk, like bpftool)."""
         key = self.get_next_key(None)
         seen = 0

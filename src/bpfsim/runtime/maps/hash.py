@@ -259,7 +259,7 @@ class HashMap(MapBase):
         if old is not None and flags & BPF_F_LOCK:
             if self.record.spin_lock_off is None:
                 raise einval("BPF_F_LOCK needs a bpf_spin_lock in the value")
-            with old.spin:      # copy_map_value_locked: in place, the timer survives
+            with self.value_locked(old):      # copy_map_value_locked: in place, the timer survives
                 old.write(value)
             return
         new = self._alloc(key, old, cpu)
@@ -329,7 +329,7 @@ class HashMap(MapBase):
         if e is None:
             raise self._not_found(key)
         if flags & BPF_F_LOCK:
-            with e.spin:
+            with self.value_locked(e):
                 return self.record.copy_out(e.read())
         return self._read_out(e)
 
@@ -350,7 +350,7 @@ class HashMap(MapBase):
             if e is None:
                 raise self._not_found(key)
             if flags & BPF_F_LOCK:
-                with e.spin:
+                with self.value_locked(e):
                     out = self.record.copy_out(e.read())
             else:
                 out = self._read_out(e)

@@ -42,6 +42,7 @@ ENOTSUPP = 524
 
 @dataclass(eq=False)
 class Record:
+    map: RingBufMap
     pos: int                 # producer position of the header
     size: int                # sample bytes
     region: Region
@@ -105,7 +106,7 @@ class RingBufMap(MapBase):
                 return 0
             region = self.mem.map(bytearray(size), name=f"{self.name}.record", kind="ringbuf",
                                   owner=None)
-            rec = Record(self.producer_pos, size, region)
+            rec = Record(self, self.producer_pos, size, region)
             region.owner = rec
             self._records.append(rec)
             self._by_rid[region.rid] = rec
@@ -171,6 +172,8 @@ class RingBufMap(MapBase):
                 self._by_rid.pop(rec.region.rid, None)
                 self.mem.unmap(rec.region)
                 self.consumer_pos = rec.pos + rec.span
+            # consumed records were committed, so the kernel's pending walk passes them too
+            self.pending_pos = max(self.pending_pos, self.consumer_pos)
         return out
 
     def _free_contents(self) -> None:
