@@ -1,5 +1,6 @@
-"""Random ALU/JMP programs: the kernel (XDP test_run) and the interpreter must leave the same
-values in r0..r9.  This checks vm.semantics against Linux itself, not against typed-in numbers."""
+"""Random ALU/JMP programs (optionally with stack loads, stores and atomics): the kernel (XDP
+test_run) and the interpreter must leave the same values in r0..r9.  This checks vm.semantics
+against Linux itself, not against typed-in numbers."""
 
 from __future__ import annotations
 
@@ -54,11 +55,44 @@ def _alu(rng: random.Random) -> Instruction:
     return I(cls | op, dst, 0, off, imm)
 
 
-def random_body(rng: random.Random, n: int) -> list[Instruction]:
+SIZE_BITS = {4: 0x00, 2: 0x08, 1: 0x10, 8: 0x18}
+ATOMIC_OPS = [0x00, 0x01, 0x40, 0x41, 0x50, 0x51, 0xA0, 0xA1, 0xE1, 0xF1]
+SLOTS = range(3, 11)   # stack slots r10-24 .. r10-80 (the wrapper uses r10-8 and r10-16)
+
+
+def _mem(rng: random.Random) -> Instruction:
+    """A stack access: store, store-imm, load, sign-extending load, atomic, acquire/release."""
+    kind = rng.random()
+    size = rng.choice([4, 8]) if kind >= 0.75 and kind < 0.9 else rng.choice([1, 2, 4, 8])
+    if 0.6 <= kind < 0.75 and size == 8:
+        size = 4
+    off = -8 * rng.choice(SLOTS) + rng.randrange(0, 8, size)
+    sz, reg = SIZE_BITS[size], rng.randint(0, 9)
+    if kind < 0.25:
+        return I(0x63 | sz, 10, reg, off)                       # stx
+    if kind < 0.35:
+        return I(0x62 | sz, 10, 0, off, _imm(rng))              # st imm
+    if kind < 0.6:
+        return I(0x61 | sz, reg, 10, off)                       # ldx
+    if kind < 0.75:
+        return I(0x81 | sz, reg, 10, off)                       # ldxs
+    if kind < 0.9:
+        return I(0xC3 | sz, 10, reg, off, rng.choice(ATOMIC_OPS))
+    if rng.random() < 0.5:
+        return I(0xC3 | sz, reg, 10, off, 0x100)                # load-acquire
+    return I(0xC3 | sz, 10, reg, off, 0x110)                    # store-release
+
+
+def random_body(rng: random.Random, n: int, memory: bool = False) -> list[Instruction]:
     body: list[Instruction] = []
     for r in range(10):
         body += lddw_pair(r, 0, _value(rng))
+    if memory:
+        body += [I(0x7A, 10, 0, -8 * k, 0) for k in SLOTS]
     for _ in range(n):
+        if memory and rng.random() < 0.35:
+            body.append(_mem(rng))
+            continue
         if rng.random() < 0.2:
             cls = rng.choice([0x05, 0x06])
             op = rng.choice(JMP_OPS)
@@ -104,8 +138,9 @@ def sim_regs(body: list[Instruction]) -> list[int]:
 
 
 @pytest.mark.kernel
+@pytest.mark.parametrize("memory", [False, True], ids=["alu", "alu+stack"])
 @pytest.mark.parametrize("seed", range(40))
-def test_random_alu_programs_match_the_kernel(seed: int) -> None:
+def test_random_alu_programs_match_the_kernel(seed: int, memory: bool) -> None:
     try:
         from bpfsim.kernel.probes import kernel_available
     except ImportError:  # pragma: no cover
@@ -116,7 +151,7 @@ def test_random_alu_programs_match_the_kernel(seed: int) -> None:
     rng = random.Random(seed)
     loaded = 0
     for _ in range(10):
-        body = random_body(rng, 25)
+        body = random_body(rng, 25, memory)
         want = kernel_regs(body)
         if want is None:
             continue
