@@ -2,7 +2,7 @@
  *
  * Drops packets whose destination port equals `blocked_port` (a .rodata constant you can
  * change before loading: spec.variables["blocked_port"].value = 8080), passes the rest, and
- * remembers the last parsed 5-tuple in `last_flow` (.bss) and per-verdict counts in .data.
+ * remembers the last parsed 5-tuple in `last_flow` and per-verdict counts (all in .bss).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
