@@ -159,3 +159,40 @@ def test_sim_counts_instructions() -> None:
     r = coll.programs["fnv_packet_xdp"].test_run(data=PKT64)
     assert r.insns == 654 and r.duration_ns == 0     # the kernel README's count; virtual clock
     rt.close()
+
+
+@pytest.mark.skipif(PKT64 is None, reason="bench packets missing")
+def test_checksum_helpers_match_the_kernel(skb) -> None:
+    r = skb.programs["tc_csum"].test_run(data=PKT64)
+    assert r.retval == 0
+    assert r.data[14 + 8] == 7 and r.data[14 + 22:14 + 24] == (8080).to_bytes(2, "big")
+    # the incrementally updated checksums equal a full recomputation (+ the 0x1234 diff)
+    ip = bytearray(r.data[14:34])
+    stored = int.from_bytes(ip[10:12], "big")
+    ip[10:12] = b"\0\0"
+    total = sum(int.from_bytes(ip[i:i + 2], "big") for i in range(0, 20, 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    assert stored != ~total & 0xFFFF            # the by-diff update changed it on purpose
+    assert len(r.data) == 64
+
+
+@pytest.mark.kernel
+@pytest.mark.skipif(PKT64 is None, reason="bench packets missing")
+@pytest.mark.parametrize("obj, prog", [("skb", "tc_csum"), ("skb", "tc_store"), ("skb", "tc_fields"),
+                                       ("skb", "sf_len"), ("xdp_adjust", "xdp_grow"),
+                                       ("xdp_adjust", "xdp_meta"), ("xdp_adjust", "xdp_shrink")])
+def test_byte_for_byte_as_the_kernel(obj, prog) -> None:
+    import bpfsim
+    import bpfsim.kernel
+
+    path = str(FIX / f"{obj}.bpf.o")
+    rt = bpfsim.Runtime()
+    kcoll = bpfsim.kernel.load(path)
+    try:
+        sim = rt.load(path).programs[prog].test_run(data=PKT64, repeat=3)
+        kern = kcoll.programs[prog].test_run(data=PKT64, repeat=3)
+    finally:
+        kcoll.close()
+        rt.close()
+    assert (sim.retval, sim.data) == (kern.retval, kern.data)
