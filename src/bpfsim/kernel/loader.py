@@ -279,11 +279,11 @@ class _Loader:
         has_btf = btf_ok and (info.btf_key_type_id or info.btf_value_type_id)
         # Decode through BTF whenever the spec has the types, even when the kernel map was
         # created without (libbpf's retry): the bytes are the same.
-        self.maps[name] = KernelMap(
+        self.maps[name] = KernelMap.create(
             fd, name=name, map_type=info.type, key_size=info.key_size, value_size=info.value_size,
-            max_entries=info.max_entries, flags=info.map_flags, btf=self.btf,
-            key_type_id=ms.key_type_id, value_type_id=ms.value_type_id, ncpus=self.ncpus)
-        self.maps[name].kernel_btf = bool(has_btf)   # False after libbpf's retry without BTF
+            max_entries=info.max_entries, flags=info.map_flags, map_extra=info.map_extra,
+            btf=self.btf, key_type_id=ms.key_type_id, value_type_id=ms.value_type_id,
+            ncpus=self.ncpus, kernel_btf=bool(has_btf))
 
     def _reuse_pinned(self, ms: MapSpec, path: str) -> int | None:
         """libbpf.c: bpf_object__reuse_map -- an fd on a compatible pinned map, None if none."""

@@ -237,13 +237,15 @@ def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, 
     return bpf(Cmd.MAP_CREATE, a)
 
 
-def map_lookup(fd: int, key: bytes, value_size: int, flags: int = 0) -> bytes | None:
+def map_lookup(fd: int, key: bytes, value_size: int, flags: int = 0, *,
+               value: bytes | None = None) -> bytes | None:
     """BPF_MAP_LOOKUP_ELEM; None when the key is absent (ENOENT).
 
-    For per-CPU maps `value_size` must be round_up(value_size, 8) * possible CPUs.
+    For per-CPU maps `value_size` must be round_up(value_size, 8) * possible CPUs.  `value`
+    pre-fills the value buffer (a bloom filter's lookup takes the value to test there).
     """
     k = _cbuf(key)
-    v = (ctypes.c_char * max(value_size, 1))()
+    v = _cbuf(value) if value is not None else (ctypes.c_char * max(value_size, 1))()
     a = MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(v), flags=flags)
     try:
         bpf(Cmd.MAP_LOOKUP_ELEM, a)
