@@ -30,7 +30,8 @@ from bpfsim.units import ms
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "timer"
 OBJ = str(FIXTURES / "timer_rules.bpf.o")
-ARR, HASH = 0, 1
+ARR, HASH, LRU = 0, 1, 2
+MAP_NAMES = {ARR: "tarr", HASH: "thash", LRU: "tlru"}
 U64_MAX = (1 << 64) - 1
 MODE_COUNT, MODE_REARM, MODE_CANCEL_SELF, MODE_CANCEL_OTHER, MODE_DELETE_SELF, MODE_START_ZERO = range(6)
 _ELEM = struct.Struct("<16xQQQIIQQqII")
@@ -79,7 +80,7 @@ class Backend:
         return self.run("set_mode", m, k, mode, arg)
 
     def elem(self, m, k) -> dict | None:
-        raw = self._lookup("thash" if m == HASH else "tarr", struct.pack("<I", k))
+        raw = self._lookup(MAP_NAMES[m], struct.pack("<I", k))
         if raw is None:
             return None
         assert raw[:16] == bytes(16)          # user space always sees the timer zeroed
@@ -113,10 +114,10 @@ class SimBackend(Backend):
             return None
 
     def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
-        self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)] = value
+        self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)] = value
 
     def sys_delete(self, m, k):
-        del self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)]
+        del self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)]
 
     def wait(self, ns: int) -> None:
         self.clock.advance(ns)
@@ -127,7 +128,7 @@ class SimBackend(Backend):
         return object_by_id(self.rt, "prog", prog_id) is not None
 
     def pin_map(self, m, path):
-        self.coll.maps["thash" if m == HASH else "tarr"].pin(path)
+        self.coll.maps[MAP_NAMES[m]].pin(path)
 
     def unpin(self, path):
         self.rt.unpin(path)
@@ -164,10 +165,10 @@ class KernelBackend(Backend):
             return None
 
     def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
-        self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)] = value
+        self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)] = value
 
     def sys_delete(self, m, k):
-        del self.coll.maps["thash" if m == HASH else "tarr"].raw[struct.pack("<I", k)]
+        del self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)]
 
     def prog_alive(self, prog_id: int) -> bool:
         from bpfsim.errors import KernelError
@@ -182,7 +183,7 @@ class KernelBackend(Backend):
         return True
 
     def pin_map(self, m, path):
-        self.coll.maps["thash" if m == HASH else "tarr"].pin(path)
+        self.coll.maps[MAP_NAMES[m]].pin(path)
 
     def unpin(self, path):
         os.unlink(path)
@@ -489,6 +490,21 @@ def test_hash_update_with_f_lock_keeps_timer(be):
     be.wait(ms(60))
     assert struct.unpack_from("<Q", m.raw[key], 24)[0] == 0
     assert be.run("lock_arm", ARR, 1, ms(30)) == 0
+
+
+def test_lru_eviction_frees_timer(be):
+    """htab_lru_map_delete_node -> check_and_free_fields: an evicted element's timer never
+    fires; the key inserted again gets a fresh (UNINIT) timer."""
+    assert be.update(LRU, 0) == 0
+    assert be.init(LRU, 0) == 0 and be.set_cb(LRU, 0) == 0
+    assert be.start(LRU, 0, ms(30)) == 0
+    for k in range(1, 64):
+        assert be.update(LRU, k) == 0
+    assert be.elem(LRU, 0) is None                     # evicted
+    be.wait(ms(60))
+    assert be.update(LRU, 0) == 0
+    assert be.init(LRU, 0) == 0
+    assert be.fired(LRU, 0) == 0
 
 
 def test_callback_deletes_its_own_element(be):
