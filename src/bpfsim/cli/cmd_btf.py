@@ -1,5 +1,5 @@
-"""`bpfsim btf dump OBJ [--json]`: the object's BTF exactly as `bpftool btf dump file OBJ`
-(raw format) or `bpftool -j btf dump file OBJ` prints it.
+"""`bpfsim btf dump OBJ [--json] [--format raw|c]`: the object's BTF exactly as `bpftool btf
+dump file OBJ [format c]` (or `bpftool -j btf dump file OBJ`) prints it.
 
 OBJ is an ELF object with a `.BTF` section, or a raw BTF blob (like bpftool, recognised by the
 BTF magic).  The types are shown as stored in the file: DATASEC sizes and offsets are not yet
@@ -13,9 +13,10 @@ from pathlib import Path
 import click
 
 from bpfsim.btf import Btf
+from bpfsim.btf.cdump import dump_c
 from bpfsim.btf.dump import dump_json, dump_raw
 from bpfsim.elf.reader import read_elf
-from bpfsim.errors import ParseError
+from bpfsim.errors import ParseError, UsageError
 
 
 def read_btf(path: str) -> Btf:
@@ -38,7 +39,14 @@ def command() -> None:
 @command.command("dump")
 @click.argument("obj", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print bpftool's -j JSON document.")
-def dump(obj: str, as_json: bool) -> None:
-    """Print every BTF type of OBJ, in bpftool's raw format."""
+@click.option("--format", "fmt", type=click.Choice(["raw", "c"]), default="raw", show_default=True,
+              help="raw: one record per type; c: a compilable vmlinux.h-style header.")
+def dump(obj: str, as_json: bool, fmt: str) -> None:
+    """Print every BTF type of OBJ, in bpftool's raw format (or as C)."""
+    if fmt == "c" and as_json:
+        raise UsageError("JSON output for C-syntax dump is not supported")   # bpftool's words
     btf = read_btf(obj)
-    click.echo(dump_json(btf) if as_json else dump_raw(btf), nl=False)
+    if fmt == "c":
+        click.echo(dump_c(btf), nl=False)
+    else:
+        click.echo(dump_json(btf) if as_json else dump_raw(btf), nl=False)
