@@ -588,3 +588,37 @@ def test_sim_run_until_idle_guards_endless_chains(sim):
     # 1 fired inside the syscall program (irq exit), 101 before the guard tripped.
     assert sim.clock.run_until_idle() == 256 - 102
     assert sim.fired(ARR, 0) == 256
+
+
+# -- §3 inner maps: the outer map's reference is not a user reference ---------------------------
+INNER_OBJ = str(FIXTURES / "inner_map.bpf.o")
+
+
+@pytest.mark.parametrize("backend", ["sim", pytest.param("kernel", marks=pytest.mark.kernel)])
+def test_inner_map_without_user_fd_gets_eperm(backend):
+    if backend == "kernel":
+        why = kernel_skip_reason()
+        if why:
+            pytest.skip(why)
+        import bpfsim.kernel
+
+        coll, run = bpfsim.kernel.load(INNER_OBJ), syscall_test_run
+        rt = None
+    else:
+        import bpfsim
+
+        rt = bpfsim.Runtime()
+        coll = rt.load(INNER_OBJ)
+
+        def run(prog, ctx):
+            return _s32(prog.test_run(ctx=ctx).retval)
+    try:
+        prog = coll.programs["inner_init"]
+        assert run(prog, bytes(8)) == 0
+        assert run(prog, bytes(8)) == -EBUSY
+        coll.maps["inner"].close()          # the last user reference: timers freed
+        assert run(prog, bytes(8)) == -1    # -EPERM although the outer map still holds it
+    finally:
+        coll.close()
+        if rt is not None:
+            rt.close()
