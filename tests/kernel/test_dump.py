@@ -66,7 +66,7 @@ def _fill(coll, name):
         m.raw[bytes(4)] = bytes(20) + b"\x2a\0\0\0"
 
 
-@pytest.mark.parametrize("obj, name", _params())
+@pytest.mark.parametrize("obj, name", list(_params()))
 def test_dump_equals_bpftool(obj, name, bpf_pin_dir):
     with bk.load(ROOT / obj, pin_root=bpf_pin_dir) as coll:
         _fill(coll, name)
