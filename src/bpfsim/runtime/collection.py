@@ -19,7 +19,7 @@ from bpfsim.errors import LinkError, PinError, UsageError
 from bpfsim.isa.insn import Instruction
 from bpfsim.runtime.program import LoadedProgram, Program
 from bpfsim.spec.collection import REF_MAP, REF_MAP_VALUE, CollectionSpec, MapSpec, ProgramSpec
-from bpfsim.uapi.constants import LIBBPF_PIN_BY_NAME, LIBBPF_PIN_NONE, MapType
+from bpfsim.uapi.constants import BPF_OBJ_NAME_LEN, LIBBPF_PIN_BY_NAME, LIBBPF_PIN_NONE, MapType
 
 _MAP_IN_MAP = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
 
@@ -80,7 +80,17 @@ def _create_map(kernel: Any, ms: MapSpec, btf: Any) -> Any:
     """BPF_MAP_CREATE (runtime/maps/): a BpfMap holding one refcnt + one usercnt (ours)."""
     from bpfsim.runtime.maps import create_map
 
-    return create_map(kernel, ms, btf=btf)
+    return create_map(kernel, _kernel_named(ms), btf=btf)
+
+
+def _kernel_named(ms: MapSpec) -> MapSpec:
+    """The spec with the name BPF_MAP_CREATE gets: libbpf copies at most BPF_OBJ_NAME_LEN - 1
+    bytes (libbpf_strlcpy), global data gets its internal_map_name (`kernel_name`)."""
+    name = getattr(ms, "kernel_name", "") or ms.name[:BPF_OBJ_NAME_LEN - 1]
+    inner = _kernel_named(ms.inner) if ms.inner is not None else None
+    if name == ms.name and inner is ms.inner:
+        return ms
+    return replace(ms, name=name, inner=inner)
 
 
 def _handle(mp: Any, *, owned: bool) -> Any:
