@@ -381,6 +381,23 @@ def test_absolute_u64_max_quirk(be):
     assert be.fired(ARR, 1) == 1 and be.fired(ARR, 0) == 1
 
 
+@pytest.mark.parametrize("quirk_clock,trigger_clock", [(CLOCK_MONOTONIC, CLOCK_BOOTTIME),
+                                                       (CLOCK_BOOTTIME, CLOCK_MONOTONIC)])
+def test_absolute_u64_max_quirk_across_bases(be, quirk_clock, trigger_clock):
+    """The trigger need not share the clock base: HRTIMER_SOFTIRQ walks every soft base of the
+    CPU (hrtimer.c: __hrtimer_run_queues), so a negative soft expiry at the head of its base
+    runs whenever the CPU's timer softirq runs.  Measured on 6.18 both ways round."""
+    pin = BPF_F_TIMER_CPU_PIN
+    assert be.init(ARR, 0, quirk_clock) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.init(ARR, 1, trigger_clock) == 0 and be.set_cb(ARR, 1) == 0
+    assert be.start(ARR, 0, U64_MAX, BPF_F_TIMER_ABS | pin) == 0
+    be.wait(ms(50))
+    assert be.fired(ARR, 0) == 0
+    assert be.start(ARR, 1, ms(5), pin) == 0
+    be.wait(ms(30))
+    assert be.fired(ARR, 1) == 1 and be.fired(ARR, 0) == 1
+
+
 def test_tied_timers_cancelling_each_other_first_wins(be):
     """Equal deadlines on one CPU fire FIFO in (re)start order; a restart at the same
     deadline moves a timer behind the other."""
