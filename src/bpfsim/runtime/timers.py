@@ -24,7 +24,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpfsim.errors import ExecutionError
+from bpfsim.errors import BpfError, ExecutionError
 from bpfsim.runtime.timeline import Timeline
 from bpfsim.uapi.constants import (
     BPF_F_TIMER_ABS,
@@ -38,6 +38,7 @@ from bpfsim.uapi.constants import (
     ENOENT,
     ENOMEM,
     EPERM,
+    MapType,
 )
 from bpfsim.vm.env import func_pointer_target
 
@@ -175,12 +176,12 @@ class TimerManager:
 
     def _key_hex(self, slot: Any) -> str | None:
         mp = getattr(slot, "map", None)
+        n = int(getattr(mp, "key_size", 0) or 0)
+        if getattr(mp, "map_type", getattr(mp, "type", None)) == MapType.ARRAY:
+            n = 4                                  # map_key_from_value: the u32 index
         try:
-            n = int(getattr(mp, "key_size", 0) or 0)
-            if getattr(mp, "map_type", getattr(mp, "type", None)) == 2:   # ARRAY: the u32 index
-                n = 4
             return self.kernel.mem.read(slot.key_addr, n).hex() if n else None
-        except Exception:  # noqa: BLE001 - a stale key must not break the timeline
+        except BpfError:                           # a freed element: keep the record anyway
             return None
 
     @staticmethod
