@@ -46,6 +46,7 @@ U64_MASK = (1 << 64) - 1
 KTIME_MAX = (1 << 63) - 1
 KTIME_SEC_MAX = KTIME_MAX // 1_000_000_000
 KTIME_MAX_CLAMP = KTIME_SEC_MAX * 1_000_000_000     # ktime_set(KTIME_SEC_MAX, 0)
+IRQ_WALK_LIMIT = 100_000          # one softirq run from irq_exit (a livelocked walk)
 TIMER_CLOCKS = (CLOCK_REALTIME, CLOCK_MONOTONIC, CLOCK_BOOTTIME)
 # The soft hrtimer bases a softirq walks, in hrtimer_bases order (MONOTONIC_SOFT comes before
 # BOOTTIME_SOFT).  REALTIME timers never get a base of their own (spec §7).
@@ -305,7 +306,11 @@ class TimerManager:
         nxt = self.next_event(cpu)
         if nxt is None or nxt[0] > self.clock.now(CLOCK_MONOTONIC):
             return 0
-        return self.run_softirq(cpu)
+        fired = self.run_softirq(cpu, limit=IRQ_WALK_LIMIT)
+        if fired >= IRQ_WALK_LIMIT:
+            raise ExecutionError(f"timer callbacks fired {fired} times in one softirq: a callback "
+                                 "keeps re-arming with an expiry in the past")
+        return fired
 
     def _invoke(self, t: Timer, prog: Any, fn: int, cpu: int) -> None:
         """bpf_timer_cb: hrtimer_running = t; callback_fn(map, key, value); the return value is
