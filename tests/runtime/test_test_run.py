@@ -181,7 +181,8 @@ def test_checksum_helpers_match_the_kernel(skb) -> None:
 @pytest.mark.skipif(PKT64 is None, reason="bench packets missing")
 @pytest.mark.parametrize("obj, prog", [("skb", "tc_csum"), ("skb", "tc_store"), ("skb", "tc_fields"),
                                        ("skb", "sf_len"), ("xdp_adjust", "xdp_grow"),
-                                       ("xdp_adjust", "xdp_meta"), ("xdp_adjust", "xdp_shrink")])
+                                       ("xdp_adjust", "xdp_meta"), ("xdp_adjust", "xdp_shrink"),
+                                       ("xdp_adjust", "xdp_bytes"), ("skb", "tc_pull")])
 def test_byte_for_byte_as_the_kernel(obj, prog) -> None:
     import bpfsim
     import bpfsim.kernel
@@ -196,3 +197,16 @@ def test_byte_for_byte_as_the_kernel(obj, prog) -> None:
         kcoll.close()
         rt.close()
     assert (sim.retval, sim.data) == (kern.retval, kern.data)
+
+
+def test_xdp_bytes_across_frags_and_redirect(xdp) -> None:
+    md = struct.pack("<6I", 0, 40, 0, 0, 0, 0)     # 40 linear bytes, 24 in frags
+    r = xdp.programs["xdp_bytes"].test_run(data=packet(), ctx=md)
+    assert r.retval == 4                            # XDP_REDIRECT
+    want = bytearray(packet())
+    want[36:44] = bytes(b ^ 0xFF for b in want[36:44])
+    assert r.data == bytes(want)
+
+
+def test_skb_pull_data_and_redirect(skb) -> None:
+    assert skb.programs["tc_pull"].test_run(data=packet()).retval == 71   # TC_ACT_REDIRECT, SHOT

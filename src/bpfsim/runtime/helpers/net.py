@@ -18,7 +18,16 @@ from bpfsim.runtime.contexts import (
     XdpContext,
 )
 from bpfsim.runtime.helpers.registry import helper, u64
-from bpfsim.uapi.constants import EACCES, EFAULT, EINVAL
+from bpfsim.uapi.constants import (
+    EACCES,
+    EFAULT,
+    EINVAL,
+    ENOMEM,
+    TC_ACT_SHOT,
+    XDP_ABORTED,
+    XDP_REDIRECT,
+    ProgType,
+)
 
 INT_MAX = (1 << 31) - 1
 BPF_F_RECOMPUTE_CSUM = 1 << 0
@@ -29,6 +38,8 @@ BPF_F_MARK_MANGLED_0 = 1 << 5
 BPF_F_MARK_ENFORCE = 1 << 6
 BPF_F_IPV6 = 1 << 7
 CSUM_MANGLED_0 = 0xFFFF
+BPF_F_INGRESS = 1 << 0
+TC_ACT_REDIRECT = 7
 
 
 def _ctx(env: Any, addr: int, cls: type) -> Any:
@@ -70,6 +81,24 @@ def bpf_skb_store_bytes(env, skb, offset, frm, length, flags):
         c.set_field("hash", 0)
         c.hash_valid = False
     return 0
+
+
+@helper("bpf_skb_pull_data")
+def bpf_skb_pull_data(env, skb, length, *_):
+    # filter.c: the test_run skb is linear, so pulling succeeds up to skb->len
+    # (skb_ensure_writable -> pskb_may_pull), -ENOMEM beyond.
+    c = _ctx(env, skb, SkbContext)
+    return u64(-ENOMEM) if (length & 0xFFFFFFFF) > c.packet.length else 0
+
+
+@helper("bpf_redirect")
+def bpf_redirect(env, ifindex, flags, *_):
+    # XDP programs get bpf_xdp_redirect, the others filter.c: bpf_redirect.
+    if getattr(env.program, "prog_type", None) == ProgType.XDP:
+        return XDP_ABORTED if flags else XDP_REDIRECT
+    if flags & ~BPF_F_INGRESS:
+        return TC_ACT_SHOT
+    return TC_ACT_REDIRECT
 
 
 # -- checksums (ones' complement arithmetic of include/net/checksum.h, x86-64) ---------------
@@ -256,6 +285,50 @@ def bpf_xdp_adjust_tail(env, xdp, offset, *_):
     if off > 0:
         pkt.buf[pkt.tail:end] = bytes(off)
     pkt.tail = end
+    return 0
+
+
+def _xdp_span(c: XdpContext, offset: int, length: int) -> int:
+    """bpf_xdp_pointer's checks: -EFAULT past 0xffff, -EINVAL past the whole buffer."""
+    if offset > 0xFFFF or length > 0xFFFF:
+        return -EFAULT
+    if offset + length > c.packet.length + len(c.frags):
+        return -EINVAL
+    return 0
+
+
+@helper("bpf_xdp_load_bytes")
+def bpf_xdp_load_bytes(env, xdp, offset, buf, length, _r5):
+    c = _ctx(env, xdp, XdpContext)
+    offset &= 0xFFFFFFFF
+    length &= 0xFFFFFFFF
+    err = _xdp_span(c, offset, length)
+    if err:
+        return u64(err)
+    whole = c.packet.bytes() + bytes(c.frags)
+    env.mem.write(buf, whole[offset:offset + length])
+    return 0
+
+
+@helper("bpf_xdp_store_bytes")
+def bpf_xdp_store_bytes(env, xdp, offset, buf, length, _r5):
+    c = _ctx(env, xdp, XdpContext)
+    offset &= 0xFFFFFFFF
+    length &= 0xFFFFFFFF
+    err = _xdp_span(c, offset, length)
+    if err:
+        return u64(err)
+    data = env.mem.read(buf, length)
+    pkt = c.packet
+    lin = pkt.length
+    head = data[:max(0, lin - offset)]
+    pkt.buf[pkt.head + offset:pkt.head + offset + len(head)] = head
+    rest = data[len(head):]
+    if rest:
+        start = max(0, offset - lin)
+        frags = bytearray(c.frags)
+        frags[start:start + len(rest)] = rest
+        c.frags = bytes(frags)
     return 0
 
 
