@@ -298,3 +298,24 @@ def test_ringbuf_drain_returns_committed_records_in_order():
         with pytest.raises(MapError) as e:
             coll.maps["rb"].raw[b""]      # ringbuf.c: ringbuf_map_lookup_elem
         assert e.value.errno in (22, 524)
+
+
+def test_btf_the_kernel_rejects_is_a_kernel_error_with_its_reason():
+    from bpfsim.errors import KernelError
+
+    spec = load_spec(BENCH / "objects" / "hash_map.bpf.o")
+    next(t for t in spec.btf.types if t.kind == "INT").nr_bits = 77
+    before = _open_fds()
+    with pytest.raises(KernelError, match="nr_bits exceeds type_size") as e:
+        bk.load(spec)
+    assert e.value.command == "BPF_BTF_LOAD" and e.value.errno == 22
+    assert "\n" not in str(e.value)
+    assert _open_fds() <= before
+
+
+def test_loading_a_spec_leaves_it_untouched():
+    spec = load_spec(ROOT / "tests/fixtures/isa/calls.bpf.o")   # .ksyms: sanitised for the kernel
+    before = spec.btf.to_bytes()
+    with bk.load(spec):
+        pass
+    assert spec.btf.to_bytes() == before

@@ -203,8 +203,9 @@ class _Loader:
             try:
                 fd = sc.btf_load(data, log=log)
             except KernelError:
-                tail = "\n".join(log.text.strip().splitlines()[-3:])
-                raise KernelError("BPF_BTF_LOAD", e.errno, f"load BTF: {tail}") from None
+                lines = log.text.strip().splitlines()
+                raise KernelError("BPF_BTF_LOAD", e.errno,
+                                  f"load BTF: {lines[-1] if lines else 'rejected'}") from None
             self.btf_fd = fd
 
     # -- maps -------------------------------------------------------------------------------
