@@ -125,3 +125,31 @@ def test_snprintf(backend) -> None:
     coll.programs["snprintf_prog"].test_run(repeat=0)
     raw = coll.maps[".bss"].raw[b"\0\0\0\0"]
     assert raw[:11] == b"7 is seven\0" and int.from_bytes(raw[32:40], "little") == 11
+
+
+def test_timer_callback_lines_have_softirq_flags() -> None:
+    rt = bpfsim.Runtime()
+    coll = rt.load(str(ROOT / "tests" / "fixtures" / "runtime" / "timer_printk.bpf.o"))
+    coll.programs["arm"].test_run(data=PKT)
+    rt.clock.advance(bpfsim.ms(2))
+    assert rt.trace_pipe == [
+        "          bpfsim-1000    [000] b..11 12345.678901: bpf_trace_printk: armed",
+        "          bpfsim-1000    [000] ..s21 12345.679901: bpf_trace_printk: cb fired on key 0"]
+    rt.close()
+
+
+@pytest.mark.kernel
+def test_timer_callback_lines_match_the_kernel() -> None:
+    import bpfsim.kernel as kernel
+    from bpfsim.kernel.tracefs import TraceReader
+
+    with TraceReader() as reader:
+        coll = kernel.load(str(ROOT / "tests" / "fixtures" / "runtime" / "timer_printk.bpf.o"))
+        try:
+            coll.programs["arm"].test_run(data=PKT)
+            time.sleep(0.05)
+            lines = reader.read()
+        finally:
+            coll.close()
+    assert [message(x) for x in lines] == ["armed", "cb fired on key 0"]
+    assert " b..11 " in lines[0] and " ..s" in lines[1]
