@@ -453,13 +453,14 @@ def test_callback_cancels_another_pending_timer(be):
 
 
 def test_start_then_cancel_in_one_run(be):
-    """A 0 ns timer is due at once.  A tc program runs with bottom halves off, so the timer
+    """A 0 ns timer is due at once.  tc and xdp programs run with bottom halves off, so the timer
     cannot fire before its cancel (1); a SEC("syscall") program runs in process context and
     the hrtimer softirq runs on irq exit right after bpf_timer_start, in the middle of the
     program, so cancel finds it already fired (0).  [EMP, 200 of 200 runs each on 6.18]"""
     assert be.run_pkt("tc_start_then_cancel") == 1
+    assert be.run_pkt("xdp_start_then_cancel") == 1
     be.wait(ms(20))
-    assert be.fired(ARR, 6) == 0
+    assert be.fired(ARR, 6) == 0 and be.fired(ARR, 4) == 0
     assert be.run("start_then_cancel", ARR, 5) == 0
     assert be.fired(ARR, 5) == 1
 
