@@ -148,3 +148,35 @@ def test_runs_hold_the_cpu_lock(rt) -> None:
     rt.cpu_locks[0] = Spy()
     coll.programs["empty_xdp"].test_run(data=PKT)
     assert seen == ["enter", "exit"]
+
+
+def test_raw_tracepoint_ctx_and_cpu(rt) -> None:
+    # (sim only: bpfsim.kernel passes ctx_out, which bpf_prog_test_run_raw_tp refuses)
+    coll = rt.load(str(FIX / "raw_tp.bpf.o"))
+    p = coll.programs["rtp"]
+    assert p.test_run(ctx=struct.pack("<QQ", 4, 2), repeat=0).retval == 42
+    assert p.test_run(ctx=struct.pack("<QQ", 4, 2), repeat=0, cpu=1, flags=1).retval == 1042
+    with pytest.raises(KernelError) as e:
+        p.test_run(ctx=struct.pack("<QQ", 4, 2), repeat=0, cpu=1)     # cpu without the flag
+    assert e.value.errno == 22
+    with pytest.raises(KernelError) as e:
+        p.test_run(ctx=struct.pack("<QQ", 4, 2), repeat=0, cpu=64, flags=1)
+    assert e.value.errno == 6                                          # ENXIO
+
+
+def test_real_clock_measures_duration() -> None:
+    rt = bpfsim.Runtime(clock="real")
+    coll = rt.load(EMPTY)
+    r = coll.programs["empty_xdp"].test_run(data=PKT, repeat=5)
+    assert r.duration_ns > 0 and r.repeat == 5
+    rt.close()
+
+
+def test_ctx_as_a_dict() -> None:
+    rt = bpfsim.Runtime()
+    coll = rt.load(str(FIX / "skb.bpf.o"))
+    r = coll.programs["tc_fields"].test_run(data=PKT, ctx={"mark": 1, "cb": [0, 0, 0, 0, 9]})
+    assert len(r.ctx) == 192
+    with pytest.raises(UsageError, match="no field 'bogus'"):
+        coll.programs["tc_fields"].test_run(data=PKT, ctx={"bogus": 1})
+    rt.close()
