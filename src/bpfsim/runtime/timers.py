@@ -223,8 +223,7 @@ class TimerManager:
         self._seq += 1
         t.seq, t.cpu, t.softexpires, t.expires = self._seq, cpu, soft, hard
         q = self._queues.setdefault((cpu, t.base), [])
-        keys = [(x.expires, x.seq) for x in q]
-        q.insert(bisect.bisect_right(keys, (hard, t.seq)), t)
+        bisect.insort_right(q, t, key=_queue_key)      # timerqueue: equal keys go right (FIFO)
         self.clock.timers_changed()
 
     def _dequeue(self, t: Timer) -> bool:
@@ -482,6 +481,10 @@ class TimerManager:
             for q in list(self._queues.values()):
                 for t in list(q):
                     self._dequeue(t)
+
+
+def _queue_key(t: Timer) -> tuple[int, int]:
+    return (t.expires or 0, t.seq)
 
 
 def _callback_name(prog: Any, fn: int) -> str:
