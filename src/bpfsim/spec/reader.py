@@ -12,6 +12,7 @@ must not import `verifier`, `vm`, `runtime` or `kernel`.
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 from collections.abc import Callable, Iterator, Mapping
@@ -184,6 +185,7 @@ class _Loader:
         self.btf_map_ranges: list[tuple[int, int, str, int]] = []  # (offset, size, name, def id)
         self.data_maps: dict[int, _DataMap] = {}            # shndx -> global-data map
         self.funcs: dict[tuple[int, int], _Func] = {}
+        self._by_section: dict[int, list[_Func]] = {}
         self.text_index = -1
 
     def run(self) -> CollectionSpec:
@@ -576,10 +578,15 @@ class _Loader:
                 sleepable=sd.sleepable, flags=sd.prog_flags, autoload=sd.autoload)
 
     def _func_at(self, shndx: int, slot: int) -> _Func | None:
-        """libbpf.c: find_prog_by_sec_insn."""
-        for f in self.funcs.values():
-            if f.section.index == shndx and f.start <= slot < f.start + f.count:
-                return f
+        """libbpf.c: find_prog_by_sec_insn (bisect over the section's functions by start)."""
+        funcs = self._by_section.get(shndx)
+        if funcs is None:
+            funcs = sorted((f for f in self.funcs.values() if f.section.index == shndx),
+                           key=lambda f: f.start)
+            self._by_section[shndx] = funcs
+        i = bisect.bisect_right([f.start for f in funcs], slot) - 1
+        if i >= 0 and slot < funcs[i].start + funcs[i].count:
+            return funcs[i]
         return None
 
     # -- stage: linking -------------------------------------------------------------------
