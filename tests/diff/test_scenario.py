@@ -45,3 +45,14 @@ def test_hash_dumps_compare_in_key_order() -> None:
 def test_differences_name_the_step_and_field() -> None:
     diffs = compare_observations("1: run", {"retval": 0, "trace": ["x"]}, {"retval": 1, "trace": ["x"]})
     assert [(d.step, d.what, d.sim, d.kernel) for d in diffs] == [("1: run", "retval", 0, 1)]
+
+
+def test_ignored_fields_drop_raw_bytes_and_the_field() -> None:
+    from bpfsim.diff.compare import parse_ignores
+
+    a = [{"key": ["0x01"], "value": ["0x05"], "formatted": {"key": 1, "value": {"n": 1, "t": 5}}}]
+    b = [{"key": ["0x01"], "value": ["0x09"], "formatted": {"key": 1, "value": {"n": 1, "t": 9}}}]
+    assert compare_observations("s", {"maps": {"m": a}}, {"maps": {"m": b}}) != []
+    assert compare_observations("s", {"maps": {"m": a}}, {"maps": {"m": b}}, parse_ignores(["m.t"])) == []
+    with pytest.raises(UsageError):
+        parse_ignores(["nodot"])

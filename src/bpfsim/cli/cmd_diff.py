@@ -20,8 +20,11 @@ from bpfsim.diff import default_scenario, load_scenario, run_diff
 @run_options
 @click.option("--scenario", "scenario_file", metavar="FILE",
               help="A YAML/JSON scenario of steps to drive through both backends.")
+@click.option("--ignore", multiple=True, metavar="MAP.FIELD",
+              help="A map value field that legitimately differs (a clock reading); repeatable.")
 def command(obj: str, prog: str | None, data: str | None, ctx: str | None, repeat: int,
-            advance: int | None, as_json: bool, scenario_file: str | None) -> None:
+            advance: int | None, as_json: bool, scenario_file: str | None,
+            ignore: tuple[str, ...]) -> None:
     """Compare the emulator with the running kernel on OBJ."""
     read_bytes(data, "data")
     read_bytes(ctx, "ctx")
@@ -36,7 +39,7 @@ def command(obj: str, prog: str | None, data: str | None, ctx: str | None, repea
             raise click.BadParameter(f"{len(spec.programs)} programs ({', '.join(spec.programs)}); "
                                      "choose one", param_hint="--prog")
         scenario = default_scenario(prog, data, ctx, repeat, advance)
-    diffs = run_diff(spec, scenario)
+    diffs = run_diff(spec, scenario, ignore=ignore)
     if as_json:
         emit_json({"equal": not diffs, "differences": [d.to_dict() for d in diffs]})
     elif not diffs:

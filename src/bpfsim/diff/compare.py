@@ -34,20 +34,69 @@ def _entry_key(entry: Any) -> str:
     return json.dumps(entry, sort_keys=True)
 
 
-def normalise_dump(entries: Any) -> Any:
-    """A map dump in a backend-independent order (sorted by raw key)."""
-    if isinstance(entries, list):
-        return sorted(entries, key=_entry_key)
-    return entries
+def normalise_dump(entries: Any, ignore: list[list[str]] | None = None) -> Any:
+    """A map dump in a backend-independent order (sorted by raw key).
+
+    `ignore` lists field paths inside the formatted value (["last_seen"], ["stats", "when"]) that
+    legitimately differ between backends — clock readings, random numbers; when given, the raw
+    value bytes are dropped and only the formatted value, minus those fields, is compared."""
+    if not isinstance(entries, list):
+        return entries
+    if ignore:
+        entries = [_without(e, ignore) for e in entries]
+    return sorted(entries, key=_entry_key)
 
 
-def compare_observations(step: str, sim: dict[str, Any], kernel: dict[str, Any]) -> list[Difference]:
+def _without(entry: Any, ignore: list[list[str]]) -> Any:
+    if not isinstance(entry, dict) or "formatted" not in entry:
+        return entry
+    out = {k: v for k, v in entry.items() if k not in ("value", "values")}
+    formatted = json.loads(json.dumps(entry["formatted"]))
+    for path in ignore:
+        for value in _values_of(formatted):
+            _drop(value, path)
+    out["formatted"] = formatted
+    return out
+
+
+def _values_of(formatted: dict[str, Any]) -> list[Any]:
+    if "values" in formatted:      # per-CPU maps
+        return [v.get("value") for v in formatted["values"]]
+    return [formatted.get("value")]
+
+
+def _drop(value: Any, path: list[str]) -> None:
+    for part in path[:-1]:
+        if not isinstance(value, dict) or part not in value:
+            return
+        value = value[part]
+    if isinstance(value, dict):
+        value.pop(path[-1], None)
+
+
+def parse_ignores(patterns: list[str] | tuple[str, ...]) -> dict[str, list[list[str]]]:
+    """`MAP.FIELD[.SUB...]` patterns -> {map: [[FIELD, SUB, ...], ...]}."""
+    out: dict[str, list[list[str]]] = {}
+    for pat in patterns:
+        mapname, _, rest = pat.partition(".")
+        if not mapname or not rest:
+            from bpfsim.errors import UsageError
+
+            raise UsageError(f"--ignore {pat!r}: expected MAP.FIELD (e.g. flows.last_seen)")
+        out.setdefault(mapname, []).append(rest.split("."))
+    return out
+
+
+def compare_observations(step: str, sim: dict[str, Any], kernel: dict[str, Any],
+                         ignore: dict[str, list[list[str]]] | None = None) -> list[Difference]:
     diffs: list[Difference] = []
+    ignore = ignore or {}
     for what in sorted(set(sim) | set(kernel)):
         a, b = sim.get(what), kernel.get(what)
         if what == "maps" and isinstance(a, dict) and isinstance(b, dict):
             for name in sorted(set(a) | set(b)):
-                da, db = normalise_dump(a.get(name)), normalise_dump(b.get(name))
+                ign = ignore.get(name)
+                da, db = normalise_dump(a.get(name), ign), normalise_dump(b.get(name), ign)
                 if da != db:
                     diffs.append(Difference(step, f"maps.{name}", da, db))
             continue
@@ -57,15 +106,16 @@ def compare_observations(step: str, sim: dict[str, Any], kernel: dict[str, Any])
 
 
 def run_diff(spec: Any, scenario: Scenario, *, sim: Backend | None = None,
-             kernel: Backend | None = None) -> list[Difference]:
+             kernel: Backend | None = None, ignore: tuple[str, ...] = ()) -> list[Difference]:
     """Drive `scenario` through both backends (the emulator first) and compare every step."""
     sim_b = sim if sim is not None else SimBackend()
     ker_b = kernel if kernel is not None else KernelBackend()
     sim_obs = _drive(sim_b, spec, scenario)
     ker_obs = _drive(ker_b, spec, scenario)
+    ignores = parse_ignores(ignore)
     diffs: list[Difference] = []
     for (label, a), (_label, b) in zip(sim_obs, ker_obs):
-        diffs.extend(compare_observations(label, a, b))
+        diffs.extend(compare_observations(label, a, b, ignores))
     return diffs
 
 
@@ -94,7 +144,4 @@ def default_scenario(prog: str | None, data: str | None, ctx: str | None, repeat
         args["data"] = str(Path(data).resolve())
     if ctx is not None:
         args["ctx"] = str(Path(ctx).resolve())
-    steps = [Step("run", args)]
-    if advance:
-        steps.append(Step("advance", {"ns": advance}))
-    return Scenario(steps, Path("."))
+    return Scenario([Step("run", args), Step("advance", {"ns": advance or 0})], Path("."))

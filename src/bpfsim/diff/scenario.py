@@ -15,7 +15,12 @@ A scenario file is YAML or JSON:
       - unpin: prog
       - dump: maps
 
-Without a scenario, `bpfsim diff OBJ` is the one-step scenario [run, advance?].
+Without a scenario, `bpfsim diff OBJ` is the scenario [run, advance DURATION (default 0)].
+
+A run step observes the return value, output data and ctx; maps and trace lines are observed by
+`advance` and `dump` steps.  Why: on the kernel, time passes between any two steps, so a 0 ns
+timer armed by a run has fired before the next look at the maps; on the virtual clock it fires
+at the next advance — `advance: 0` is the comparable point.
 Job: parse and execute scenarios; comparing observations is `diff.compare`'s job.
 """
 
@@ -159,21 +164,15 @@ class Driver:
     def _do_run(self, prog: str | None = None, data: Any = None, ctx: Any = None,
                 repeat: int = 1) -> dict[str, Any]:
         name = prog or next(iter(self.coll.programs))
-        obs = self._run_on(self.coll.programs[name], data, ctx, repeat)
-        obs["trace"] = self.b.trace()
-        obs["maps"] = self.maps_snapshot()
-        return obs
+        return self._run_on(self.coll.programs[name], data, ctx, repeat)
 
     def _do_run_pinned(self, path: str, data: Any = None, ctx: Any = None,
                        repeat: int = 1) -> dict[str, Any]:
         prog = self.b.get_pinned(self._path(path))
         try:
-            obs = self._run_on(prog, data, ctx, repeat)
+            return self._run_on(prog, data, ctx, repeat)
         finally:
             prog.close()
-        obs["trace"] = self.b.trace()
-        obs["maps"] = self.maps_snapshot()
-        return obs
 
     def _do_advance(self, ns: int) -> dict[str, Any]:
         self.b.advance(ns)
@@ -227,7 +226,7 @@ class Driver:
         return {}
 
     def _do_dump(self) -> dict[str, Any]:
-        return {"maps": self.maps_snapshot()}
+        return {"trace": self.b.trace(), "maps": self.maps_snapshot()}
 
     def finish(self) -> None:
         """Remove pins this scenario left and close everything (tests clean up after themselves)."""
