@@ -153,3 +153,8 @@ def test_timer_callback_lines_match_the_kernel() -> None:
             coll.close()
     assert [message(x) for x in lines] == ["armed", "cb fired on key 0"]
     assert " b..11 " in lines[0] and " ..s" in lines[1]
+
+
+def test_vprintk_for_more_than_three_arguments(backend) -> None:
+    coll = backend.load(OBJ)
+    assert coll.programs["printk_many"].test_run(data=PKT).retval == len("many 1 2 3 4 x")
