@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Flow table with idle expiry: a tc program keeps one HASH entry per IPv4 TCP/UDP 5-tuple,
- * and every entry carries a bpf_timer that deletes it after IDLE_TIMEOUT_NS without packets.
+ * and every entry carries a bpf_timer that deletes it after idle_timeout_ns without packets.
  * Each packet of the flow re-arms the timer (bpf_timer_start on an armed timer replaces its
  * expiry), so only idle flows disappear.
  *
@@ -16,7 +16,8 @@
 
 #define CLOCK_MONOTONIC 1
 #define EBUSY 16
-#define IDLE_TIMEOUT_NS (30ULL * 1000000000ULL)	/* 30 s */
+/* The idle timeout; a loader may rewrite it before load (spec.variables["idle_timeout_ns"]). */
+const volatile __u64 idle_timeout_ns = 30ULL * 1000000000ULL;	/* 30 s */
 
 struct flow_key {
 	__u32 saddr;
@@ -42,7 +43,7 @@ struct {
 	__type(value, struct flow);
 } flows SEC(".maps");
 
-/* Timer callback: the flow was idle for IDLE_TIMEOUT_NS: forget it. */
+/* Timer callback: the flow was idle for idle_timeout_ns: forget it. */
 static int flow_expired(void *map, struct flow_key *key, struct flow *f)
 {
 	bpf_printk("flow expired after %llu packets", f->packets);
@@ -97,7 +98,7 @@ int track(struct __sk_buff *skb)
 	f->packets++;
 	f->bytes += skb->len;
 	f->last_seen = now;
-	bpf_timer_start(&f->timer, IDLE_TIMEOUT_NS, 0);	/* (re)arm the idle timeout */
+	bpf_timer_start(&f->timer, idle_timeout_ns, 0);	/* (re)arm the idle timeout */
 	return TC_ACT_OK;
 }
 

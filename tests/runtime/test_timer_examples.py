@@ -126,31 +126,38 @@ def udp_packet(sport: int, dport: int, src: str = "10.0.0.1", dst: str = "10.0.0
     return eth + iph + udp
 
 
-def test_flow_expiry_sim():
-    rt = _runtime_or_skip()
-    with rt:
-        coll = rt.load(FLOWS)
+def _flow_scenario(backend, wait, timeout_ns: int) -> list[int]:
+    """Two flows at t=0; flow 1 sends again at 0.6 T; count entries at 1.2 T and 2.0 T."""
+    import bpfsim
+
+    spec = bpfsim.load_spec(FLOWS)
+    spec.variables["idle_timeout_ns"].value = timeout_ns
+    counts = []
+    with backend.load(spec) as coll:
         track, flows = coll.programs["track"], coll.maps["flows"]
         track.test_run(data=udp_packet(1111, 53))
         track.test_run(data=udp_packet(2222, 53))
-        assert len(list(flows.raw.keys())) == 2
-        rt.clock.advance(s(20))
-        track.test_run(data=udp_packet(1111, 53))           # flow 1 is busy again
-        rt.clock.advance(s(10))                              # flow 2: idle 30 s
-        assert len(list(flows.raw.keys())) == 1
-        rt.clock.advance(s(20))                              # flow 1: idle 30 s
-        assert list(flows.raw.keys()) == []
+        counts.append(len(list(flows.raw.keys())))
+        wait(timeout_ns * 6 // 10)
+        track.test_run(data=udp_packet(1111, 53))        # flow 1 is busy again
+        wait(timeout_ns * 6 // 10)                       # flow 2 idle for 1.2 T
+        counts.append(len(list(flows.raw.keys())))
+        wait(timeout_ns * 8 // 10)                       # flow 1 idle for 1.4 T
+        counts.append(len(list(flows.raw.keys())))
+    return counts
+
+
+def test_flow_expiry_sim():
+    rt = _runtime_or_skip()
+    with rt:
+        assert _flow_scenario(rt, rt.clock.advance, s(30)) == [2, 1, 0]
         assert sum("flow expired after" in line for line in rt.trace_pipe) == 2
+        frees = rt.timeline.events("free")
+        assert len(frees) == 2 and {r["map"] for r in frees} == {"flows"}
 
 
 @pytest.mark.kernel
-def test_flow_expiry_kernel_loads_and_arms():
-    """The kernel twin only checks the program loads, tracks and arms (30 s is too long to
-    wait for); the timeline of the emulator says the rest."""
+def test_flow_expiry_kernel():
+    """The same scenario with a 150 ms idle timeout (a .rodata variable) in real time."""
     kernel = _kernel_or_skip()
-    with kernel.load(FLOWS) as coll:
-        assert coll.programs["track"].test_run(data=udp_packet(1111, 53)).retval == 0
-        keys = list(coll.maps["flows"].raw.keys())
-        assert len(keys) == 1
-        value = coll.maps["flows"].raw[keys[0]]
-        assert struct.unpack_from("<Q", value, 16)[0] == 1                   # packets
+    assert _flow_scenario(kernel, lambda ns: time.sleep(ns / 1e9), ms(150)) == [2, 1, 0]
