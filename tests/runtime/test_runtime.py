@@ -180,3 +180,16 @@ def test_ctx_as_a_dict() -> None:
     with pytest.raises(UsageError, match="no field 'bogus'"):
         coll.programs["tc_fields"].test_run(data=PKT, ctx={"bogus": 1})
     rt.close()
+
+
+@pytest.mark.parametrize("kw", [{"data": "text"}, {"ctx": 5}, {"repeat": -1}, {"repeat": "3"},
+                                {"cpu": 1.5}, {"flags": 1 << 40}])
+def test_bad_test_run_arguments_are_usage_errors(rt, kw) -> None:
+    coll = rt.load(EMPTY)
+    with pytest.raises(UsageError):
+        coll.programs["empty_xdp"].test_run(**({"data": PKT} | kw))
+
+
+def test_bad_load_source(rt) -> None:
+    with pytest.raises(UsageError):
+        rt.load(42)

@@ -68,10 +68,13 @@ def load_collection(kernel: Any, source: Any, pin_root: str, *, verify: bool = T
     """`Runtime.load`: see the module docstring."""
     if isinstance(source, CollectionSpec):
         spec = source
-    else:
+    elif isinstance(source, (str, os.PathLike, bytes, bytearray, memoryview)):
         from bpfsim.spec.reader import load_spec
 
         spec = load_spec(source)
+    else:
+        raise UsageError(f"load() takes a path, the object's bytes or a CollectionSpec, not "
+                         f"{type(source).__name__}")
     return _Loader(kernel, spec, pin_root, verify).run()
 
 

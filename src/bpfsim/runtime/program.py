@@ -129,8 +129,13 @@ class Program:
                  flags: int = 0) -> TestRunResult:
         """BPF_PROG_TEST_RUN (net/bpf/test_run.c rules per program type).  `ctx` is bytes or a
         {field: value} dict (__sk_buff / xdp_md).  Refusals raise KernelError with the errno."""
-        if repeat < 0:
-            raise UsageError("repeat must be >= 0")
+        if data is not None and not isinstance(data, (bytes, bytearray, memoryview)):
+            raise UsageError(f"data must be bytes, not {type(data).__name__}")
+        if ctx is not None and not isinstance(ctx, (bytes, bytearray, memoryview, dict)):
+            raise UsageError(f"ctx must be bytes or a dict of fields, not {type(ctx).__name__}")
+        for what, v in (("repeat", repeat), ("cpu", cpu), ("flags", flags)):
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 0xFFFFFFFF:
+                raise UsageError(f"{what} must be an integer in [0, 2**32), not {v!r}")
         return TestRunner(self.kobject).run(data, ctx, repeat, cpu, flags)
 
     def pin(self, path: str) -> None:
