@@ -14,17 +14,21 @@ from isa_forms import random_insn
 from bpfsim.errors import ParseError
 from bpfsim.isa.asm import assemble
 from bpfsim.isa.disasm import format_insn, format_program
-from bpfsim.isa.insn import Instruction, decode_slots, encode_slots
+from bpfsim.isa.insn import Instruction, decode_slots, encode_slots, lddw_pair
 from bpfsim.isa.opcodes import OPCODES
 from bpfsim.isa.validate import validate
 
 EXIT = Instruction(0x95)
 
 
+_SUB = [Instruction(0xB7), EXIT]  # a subprogram: r0 = 0; exit
+
+
 @st.composite
 def programs(draw: st.DrawFn) -> list[Instruction]:
-    """A valid program: random rows with random operands, jump targets kept off lddw tails,
-    closed by exit."""
+    """A valid program: random rows with random operands and a closing exit, then one
+    subprogram that every local call and `lddw func` targets; jump targets stay inside the
+    main part and off lddw tails."""
     rows = draw(st.lists(st.sampled_from(OPCODES), min_size=1, max_size=12))
     rng = random.Random(draw(st.integers(0, 2**32)))
     n = sum(2 if s.is_lddw else 1 for s in rows) + 1
@@ -38,6 +42,11 @@ def programs(draw: st.DrawFn) -> list[Instruction]:
     for s in rows:
         while True:
             slots = random_insn(s, rng, pc=len(out), n=n)
+            if s.name in ("call local", "lddw_func"):  # -> the subprogram at slot n
+                rel = n - (len(out) + 1)
+                slots = ([Instruction(0x85, 0, 1, 0, rel)] if s.name == "call local"
+                         else lddw_pair(slots[0].dst, 4, rel & 0xFFFFFFFF))
+                break
             jf = s.jump_field
             if jf is None:
                 break
@@ -45,7 +54,7 @@ def programs(draw: st.DrawFn) -> list[Instruction]:
             if len(out) + 1 + rel not in tails:
                 break
         out += slots
-    return [*out, EXIT]
+    return [*out, EXIT, *_SUB]
 
 
 @settings(max_examples=300, deadline=None)

@@ -74,9 +74,19 @@ def test_control_flow_rules():
     assert "jump out of range" in str(e) and e.insn == 0
     assert _err(assemble("ja -2\nexit")).insn == 0
     e = _err(assemble("ja +1\nlddw %r0, 1\nexit"))
-    assert "middle of lddw" in str(e)
+    assert "jump into the middle of ldimm64 insn 1" in str(e)
     e = _err(assemble("call local +1\nlddw %r0, 1\nexit"))
-    assert "call into the middle of lddw" in str(e)
+    assert "call into the middle of ldimm64 insn 1" in str(e)
+    e = _err(assemble("call local +5\nexit"))
+    assert "call to invalid destination" in str(e)
+    # subprograms: no jump across a boundary, no fall-through into the next one
+    e = _err(assemble("call local f\nja +1\nexit\nf:\nmov %r0, 0\nexit"))
+    assert "jump out of range from insn 1 to 3" in str(e)
+    e = _err(assemble("call local f\nmov %r0, 1\nf:\nmov %r0, 0\nexit"))
+    assert "last insn is not an exit or jmp" in str(e) and e.insn == 1
+    e = _err(assemble("lddw %r1, func +2\nexit\nmov %r0, 0"))  # lddw func target starts one
+    assert e.insn == 3
+    validate(assemble("call local f\nexit\nf:\nmov %r0, 0\nexit"))
     e = _err(assemble("mov %r0, 0"))
     assert "last insn is not an exit or jmp" in str(e) and e.insn == 0
     validate(assemble("mov %r0, 0\nja -2"))

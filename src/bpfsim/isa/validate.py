@@ -137,29 +137,51 @@ def validate(insns: Sequence[Instruction]) -> None:
             continue
         pc += 1
 
+    starts = _subprog_starts(insns, specs, tails)
+    bounds = [*starts[1:], n]
+    sub_of = {}
+    for k, st in enumerate(starts):
+        for i in range(st, bounds[k]):
+            sub_of[i] = k
     for pc, spec in enumerate(specs):
-        if spec is None:
+        if spec is None or spec.jump_field is None or spec.name == "call local":
             continue
         insn = insns[pc]
-        field = spec.jump_field
-        if field is None:
-            continue
-        rel = insn.off if field == "off" else insn.imm
-        tgt = pc + 1 + rel
-        what = "call" if spec.name == "call local" else "jump"
-        if not 0 <= tgt < n:
-            raise ParseError(f"{what} out of range from insn {pc} to {tgt}", insn=pc)
-        if tgt in tails:
-            raise ParseError(f"{what} into the middle of lddw from insn {pc} to {tgt}", insn=pc)
+        tgt = pc + 1 + (insn.off if spec.jump_field == "off" else insn.imm)
+        k = sub_of[pc]
+        # verifier.c: check_subprogs -- a jump stays inside its own subprogram
+        if not starts[k] <= tgt < bounds[k]:
+            raise ParseError(f"jump out of range from insn {pc} to {tgt}", insn=pc)
+        if tgt in tails:  # verifier.c: check_cfg
+            raise ParseError(f"jump into the middle of ldimm64 insn {tgt - 1} (from insn {pc})", insn=pc)
+    for end in bounds:
+        last = end - 1
+        while last in tails:
+            last -= 1
+        spec = specs[last]
+        # verifier.c: check_subprogs "last insn is not an exit or jmp" (no fall-through from
+        # one subprogram into the next, nor off the end)
+        if spec is None or spec.name not in ("exit", "ja", "ja32", "gotox"):
+            raise ParseError("last insn is not an exit or jmp", insn=last)
 
-    last = n - 1
-    while last in tails:
-        last -= 1
-    spec = specs[last]
-    assert spec is not None
-    if spec.name not in ("exit", "ja", "ja32", "gotox"):
-        # verifier.c: check_subprogs "last insn is not an exit or jmp"
-        raise ParseError("last insn is not an exit or jmp", insn=last)
+
+def _subprog_starts(insns: Sequence[Instruction], specs: list[OpSpec | None],
+                    tails: set[int]) -> list[int]:
+    """Slot 0 and every target of a BPF-to-BPF call or a `lddw rX, func` (verifier.c:
+    add_subprog_and_kfunc), sorted; a target outside the program or inside a lddw is refused."""
+    n = len(insns)
+    starts = {0}
+    for pc, spec in enumerate(specs):
+        if spec is None or spec.name not in ("call local", "lddw_func"):
+            continue
+        tgt = pc + 1 + insns[pc].imm
+        if not 0 <= tgt < n:
+            raise ParseError(f"call to invalid destination: insn {tgt}", insn=pc)  # add_subprog
+        if tgt in tails:
+            raise ParseError(f"call into the middle of ldimm64 insn {tgt - 1} (from insn {pc})",
+                             insn=pc)
+        starts.add(tgt)
+    return sorted(starts)
 
 
 def decode_program(data: bytes, byteorder: str = "little") -> list[Instruction]:
