@@ -223,3 +223,13 @@ def test_dump_matches_bpftool(k, spec, maps):
             assert got == want, name
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_fd_map_dump_skips_empty_slots(k):
+    # bpftool 7.1 on 6.18: [{"key": [...], "value": [the inner map id as 4 bytes]}] only
+    inner = create_map(k, MapSpec("in", int(T.ARRAY), 4, 4, 1))
+    outer = Map(create_map(k, MapSpec("out", int(T.ARRAY_OF_MAPS), 4, 4, 2), inner_map=inner))
+    outer[0] = Map(inner)
+    mid = inner.id.to_bytes(4, "little")
+    assert outer.dump() == [{"key": ["0x00"] * 4, "value": [f"0x{b:02x}" for b in mid]}]
+    assert outer[0] == inner.id

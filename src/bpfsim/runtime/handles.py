@@ -21,7 +21,7 @@ from bpfsim.runtime.maps.base import MapBase, round_up
 from bpfsim.runtime.maps.bloom import BloomFilterMap
 from bpfsim.runtime.maps.queue_stack import QueueMap
 from bpfsim.runtime.maps.ringbuf import RingBufMap
-from bpfsim.uapi.constants import BPF_ANY, MapType
+from bpfsim.uapi.constants import BPF_ANY
 
 _MISSING: Any = object()
 
@@ -342,8 +342,8 @@ class Map(MutableMapping):
     # -- bpftool ---------------------------------------------------------------------------------
     def dump(self) -> list[dict[str, Any]]:
         """Exactly `bpftool map dump -j`: raw "key"/"value" hex bytes (per-CPU: "values" with
-        one {"cpu", "value"} per CPU) plus "formatted" when the map has BTF; prog arrays add
-        "prog_id", maps of maps "inner_map_id"."""
+        one {"cpu", "value"} per CPU) plus "formatted" when the map has BTF.  Empty slots of
+        fd maps are skipped, like bpftool does."""
         m = self.kernel_map
         if not m.iterable:
             return []        # queue/stack/ringbuf/bloom: bpftool prints [] (get_next_key fails)
@@ -363,11 +363,7 @@ class Map(MutableMapping):
                     entry["formatted"] = {"key": self._fmt_key(key), "values": [
                         {"cpu": c, "value": self._decode_one(v)} for c, v in enumerate(chunks)]}
             else:
-                entry["value"] = _hex(data)
-                if m.map_type == MapType.PROG_ARRAY:
-                    entry["prog_id"] = int.from_bytes(data[:4], "little")
-                elif m.map_type in (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS):
-                    entry["inner_map_id"] = int.from_bytes(data[:4], "little")
+                entry["value"] = _hex(data)       # fd maps: the object id (bpftool 7.1 adds nothing)
                 if btf:
                     entry["formatted"] = {"key": self._fmt_key(key), "value": self._decode_one(data)}
             out.append(entry)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from bpfsim.errors import KeyNotFound, MapError, UsageError
 from bpfsim.runtime.kobject import BpfMap
-from bpfsim.runtime.maps.fields import EMPTY, FieldRecord
+from bpfsim.runtime.maps.fields import EMPTY, EOPNOTSUPP, FieldRecord
 from bpfsim.uapi.constants import (
     BPF_F_LOCK,
     BPF_F_RDONLY,
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from bpfsim.vm.memory import AddressSpace, Region
 
 ENOTSUPP = 524          # the kernel-internal errno bpf(2) leaks for "not supported"
-EOPNOTSUPP = 95
 KMALLOC_MAX_SIZE = 1 << 22        # x86-64: 1 << (PAGE_SHIFT + MAX_PAGE_ORDER)
 PCPU_MIN_UNIT_SIZE = 32 << 10
 INT_MAX = (1 << 31) - 1

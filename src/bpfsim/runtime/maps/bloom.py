@@ -12,14 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bpfsim.errors import MapError
-from bpfsim.runtime.maps.base import BPF_F_ACCESS_MASK, MapBase, einval, flags_access_ok
+from bpfsim.runtime.maps.base import BPF_F_ACCESS_MASK, EOPNOTSUPP, MapBase, einval, flags_access_ok
 from bpfsim.uapi.constants import BPF_ANY, BPF_F_NUMA_NODE, BPF_F_ZERO_SEED, ENOENT
 
 if TYPE_CHECKING:
     from bpfsim.spec.collection import MapSpec
 
 BLOOM_CREATE_FLAG_MASK = BPF_F_NUMA_NODE | BPF_F_ZERO_SEED | BPF_F_ACCESS_MASK
-EOPNOTSUPP = 95
 
 
 class BloomFilterMap(MapBase):

@@ -18,7 +18,8 @@ from typing import Any
 from bpfsim.errors import BpfError, MapError
 from bpfsim.uapi.constants import BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG, EACCES, MapType
 
-EOPNOTSUPP = 95
+EOPNOTSUPP = 95   # not in uapi.constants (errno.EOPNOTSUPP)
+
 
 TIMER = "bpf_timer"
 SPIN_LOCK = "bpf_spin_lock"

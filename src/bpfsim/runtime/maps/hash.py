@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from bpfsim.errors import MapError, MapFull
 from bpfsim.runtime.maps.base import (
     BPF_F_ACCESS_MASK,
+    ENOTSUPP,
     KMALLOC_MAX_SIZE,
     PCPU_MIN_UNIT_SIZE,
     Element,
@@ -52,7 +53,6 @@ from bpfsim.uapi.constants import (
 if TYPE_CHECKING:
     from bpfsim.spec.collection import MapSpec
 
-ENOTSUPP = 524
 HTAB_CREATE_FLAG_MASK = (BPF_F_NO_PREALLOC | BPF_F_NO_COMMON_LRU | BPF_F_NUMA_NODE | BPF_F_ACCESS_MASK
                          | BPF_F_ZERO_SEED)
 HTAB_ELEM_SIZE = 48      # sizeof(struct htab_elem) on x86-64

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from bpfsim.errors import MapError
-from bpfsim.runtime.maps.base import MapBase, einval, round_up
+from bpfsim.runtime.maps.base import ENOTSUPP, MapBase, einval, round_up
 from bpfsim.uapi.constants import (
     BPF_F_NUMA_NODE,
     BPF_RB_AVAIL_DATA,
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 
 PAGE_SIZE = 4096
 RINGBUF_CREATE_FLAG_MASK = BPF_F_NUMA_NODE
-ENOTSUPP = 524
 
 
 @dataclass(eq=False)
