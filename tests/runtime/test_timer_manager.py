@@ -378,3 +378,25 @@ def test_walk_loop_with_absolute_past_rearm_is_guarded(k):
     k.timers.start(sl, 0, BPF_F_TIMER_ABS, cpu=0)
     with pytest.raises(ExecutionError):
         k.clock.run_until_idle(limit=20)
+
+
+def test_clock_cannot_move_from_inside_a_callback(k):
+    from bpfsim.errors import UsageError
+
+    m = Map(k)
+    sl = m.slot(0)
+    errors = []
+
+    def cb(cpu, *a):
+        for move in (lambda: k.clock.advance(1), lambda: k.clock.suspend(1)):
+            try:
+                move()
+            except UsageError as e:
+                errors.append(str(e))
+
+    setup(k, sl, cb)
+    k.timers.start(sl, ms(1), 0, cpu=0)
+    t0, b0 = k.clock.now(), k.clock.now(CLOCK_BOOTTIME)
+    k.clock.advance(ms(1))
+    assert len(errors) == 2
+    assert k.clock.now() == t0 + ms(1) and k.clock.now(CLOCK_BOOTTIME) == b0 + ms(1)

@@ -171,6 +171,8 @@ class VirtualClock(Clock):
         ns = int(ns)
         if ns < 0:
             raise UsageError("suspend() needs ns >= 0")
+        if self.in_firing_context():
+            raise UsageError("the machine cannot be suspended from inside a timer callback")
         self._suspended += ns
         self._real_offset += ns
         return self.advance_to(self._mono)
