@@ -158,3 +158,14 @@ def test_timer_callback_lines_match_the_kernel() -> None:
 def test_vprintk_for_more_than_three_arguments(backend) -> None:
     coll = backend.load(OBJ)
     assert coll.programs["printk_many"].test_run(data=PKT).retval == len("many 1 2 3 4 x")
+
+
+def test_flags_follow_the_program_type() -> None:
+    # measured on 6.18: SYSCALL "...11", RAW_TRACEPOINT "...2.", skb/xdp "b..11"
+    rt = bpfsim.Runtime()
+    coll = rt.load(OBJ)
+    coll.programs["printk_sys"].test_run()
+    coll.programs["printk_many"].test_run(data=PKT)
+    flags = [line.split("] ", 1)[1][:5] for line in rt.trace_pipe]
+    assert flags == ["...11", "b..11"]
+    rt.close()

@@ -34,6 +34,7 @@ from bpfsim.runtime.contexts import (
     XdpContext,
     ctx_from_fields,
 )
+from bpfsim.runtime.trace import FLAGS_PROG_RUN, FLAGS_RAW_TP, FLAGS_SYSCALL
 from bpfsim.uapi.constants import (
     BPF_F_TEST_RUN_ON_CPU,
     BPF_F_TEST_XDP_LIVE_FRAMES,
@@ -142,12 +143,14 @@ class TestRunner:
         raise _fail(ENOTSUPP, f"program type {name} has no test_run")
 
     # -- the loop (test_run.c: bpf_test_run) ---------------------------------------------------
-    def _loop(self, c: ContextBase, repeat: int, cpu: int) -> tuple[int, int, int, int]:
+    def _loop(self, c: ContextBase, repeat: int, cpu: int,
+              flags: str = FLAGS_PROG_RUN) -> tuple[int, int, int, int]:
         repeat = max(1, repeat)
         r0 = insns = 0
         start = time.perf_counter_ns()
-        for _ in range(repeat):
-            r0, insns = self.prog.execute(c.address, cpu)
+        with self.kernel.trace.context(cpu, flags):
+            for _ in range(repeat):
+                r0, insns = self.prog.execute(c.address, cpu)
         wall = (time.perf_counter_ns() - start) // repeat
         duration = wall if getattr(self.kernel.clock, "kind", "virtual") == "real" else 0
         return r0, insns, min(duration, 0xFFFFFFFF), wall
@@ -333,7 +336,7 @@ class TestRunner:
             raise _fail(EINVAL, f"ctx of {len(raw)} bytes > {U16_MAX}")
         c = RawContext(self.kernel.mem, raw, name=self.prog.name + ".ctx")
         try:
-            r0, insns, _, wall = self._loop(c, 1, self._current_cpu())
+            r0, insns, _, wall = self._loop(c, 1, self._current_cpu(), FLAGS_SYSCALL)
             return TestRunResult(r0 & 0xFFFFFFFF, None, c.ctx_out() if raw else None, 0, r0, insns, wall)
         finally:
             c.release()
@@ -354,7 +357,7 @@ class TestRunner:
             cpu = self._current_cpu()
         c = RawContext(self.kernel.mem, raw, name=self.prog.name + ".ctx")
         try:
-            r0, insns, _, wall = self._loop(c, 1, cpu)
+            r0, insns, _, wall = self._loop(c, 1, cpu, FLAGS_RAW_TP)
             return TestRunResult(r0 & 0xFFFFFFFF, None, None, 0, r0, insns, wall)
         finally:
             c.release()

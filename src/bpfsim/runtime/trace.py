@@ -26,6 +26,10 @@ from dataclasses import dataclass
 # softirq (helpers.c: bpf_timer_cb).
 FLAGS_PROG_RUN = "b..11"
 FLAGS_TIMER_SOFTIRQ = "..s21"
+# SYSCALL test_run: bpf_prog_run_pin_on_cpu (migrate_disable only, bottom halves on);
+# RAW_TRACEPOINT test_run: get_cpu() + rcu_read_lock (preempt depth 2, no migrate-disable).
+FLAGS_SYSCALL = "...11"
+FLAGS_RAW_TP = "...2."
 
 
 @dataclass(frozen=True)
