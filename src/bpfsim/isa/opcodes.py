@@ -22,7 +22,7 @@ Template placeholders (both dialects):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # --- field values of linux/bpf.h and linux/bpf_common.h -------------------------------------
 BPF_LD, BPF_LDX, BPF_ST, BPF_STX, BPF_ALU, BPF_JMP, BPF_JMP32, BPF_ALU64 = range(8)
@@ -58,6 +58,8 @@ class OpSpec:
     loses bits or does not exist (a local call prints as `call 0x5` like a helper call).
     `llvm_alt` lists further llvm-mc texts the assembler accepts (`call LABEL`).
     `conf` is the bpf_conformance dialect, with `aliases` accepted by the assembler.
+    `operands` (the fields the templates fill) and `jump_field` (which field holds a
+    pc-relative target, "off" or "imm") are derived from `conf`.
     """
 
     name: str
@@ -72,6 +74,14 @@ class OpSpec:
     group: str = "base64"
     aliases: tuple[str, ...] = ()
     note: str = ""
+    operands: frozenset[str] = field(init=False, default=frozenset())
+    jump_field: str | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        # derived once from the conformance template (validate asks per instruction)
+        object.__setattr__(self, "operands", self._operands())
+        object.__setattr__(self, "jump_field", "off" if "{tgt}" in self.conf
+                           else "imm" if "{tgt32}" in self.conf else None)
 
     @property
     def cls(self) -> int:
@@ -83,8 +93,7 @@ class OpSpec:
                 return v
         return None
 
-    @property
-    def operands(self) -> frozenset[str]:
+    def _operands(self) -> frozenset[str]:
         """The instruction fields this form takes from its operands (not fixed, not zero)."""
         tmpl = self.conf
         ops: set[str] = set()
@@ -103,15 +112,6 @@ class OpSpec:
     @property
     def is_lddw(self) -> bool:
         return self.opcode == OP_LDDW
-
-    @property
-    def jump_field(self) -> str | None:
-        """Which field holds a pc-relative target ("off" or "imm"), if any."""
-        if "{tgt}" in self.conf:
-            return "off"
-        if "{tgt32}" in self.conf:
-            return "imm"
-        return None
 
     def matches(self, opcode: int, src: int, off: int, imm: int, dst: int = 0) -> bool:
         if opcode != self.opcode:
