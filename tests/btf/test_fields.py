@@ -83,3 +83,10 @@ def test_datasec_and_typedef_rules():
     assert b.field_record(ds).spin_lock_off == 0
     b.type(ds).vars[0].size = 8     # the VAR's size must match the field's
     assert b.field_record(ds).fields == ()
+
+
+def test_spin_lock_and_res_spin_lock_exclude_each_other():
+    b, ids = _base()
+    res = b.add(BtfType("STRUCT", "bpf_res_spin_lock", size=4, members=[Member("val", ids["u32"], 0)]))
+    rec = b.field_record(_struct(b, "both", 8, ("l", ids["lock"], 0), ("r", res, 32)))
+    assert not rec.valid and rec.errno == 22

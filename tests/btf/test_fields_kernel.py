@@ -17,6 +17,7 @@ from bpfsim.btf import Btf, BtfType, Member, VarSecinfo
 from . import kbpf
 
 ARRAY, PERCPU_ARRAY = 2, 6
+BPF_F_RDONLY_PROG = 1 << 7
 
 pytestmark = pytest.mark.kernel
 
@@ -52,6 +53,32 @@ def _btf() -> tuple[Btf, dict[str, int]]:
         "plain_ptr_timer": s("v_ptr", 24, ("p", iptr, 0), ("t", timer, 64)),
         "timer_only": s("v_t", 16, ("t", timer, 0)),
     }
+    # more field kinds, probed only through BPF_F_RDONLY_PROG (see test_nonempty_record_matches_kernel)
+    wq = b.add(BtfType("STRUCT", "bpf_wq", size=16))
+    task_work = b.add(BtfType("STRUCT", "bpf_task_work", size=8))
+    res_lock = b.add(BtfType("STRUCT", "bpf_res_spin_lock", size=4))
+    # bpf_experimental.h's 8-byte version: btf_find_struct wants the kernel's size (4), so ignored
+    res_lock8 = b.add(BtfType("STRUCT", "bpf_res_spin_lock", size=8))
+    local = s("local_obj", 8, ("x", i64, 0))
+    untrusted = b.add(BtfType("PTR", type=b.add(BtfType("TYPE_TAG", "kptr_untrusted", type=local))))
+    percpu = b.add(BtfType("PTR", type=b.add(BtfType("TYPE_TAG", "percpu_kptr", type=local))))
+    kptr_int = b.add(BtfType("PTR", type=b.add(BtfType("TYPE_TAG", "kptr_untrusted", type=i32))))
+    cases.update({
+        "wq": s("v_wq", 16, ("w", wq, 0)),
+        "two_wq": s("v_wq2", 32, ("a", wq, 0), ("b", wq, 128)),
+        "timer_wq": s("v_twq", 32, ("t", timer, 0), ("w", wq, 128)),
+        "task_work": s("v_tw", 16, ("x", i64, 0), ("w", task_work, 64)),
+        "res_lock": s("v_rl", 16, ("l", res_lock, 0), ("x", i64, 64)),
+        "res_lock8": s("v_rl8", 16, ("l", res_lock8, 0), ("x", i64, 64)),
+        # (bpf_spin_lock + bpf_res_spin_lock in one struct already fails BPF_BTF_LOAD: EINVAL
+        # from btf_parse_struct_metas; the record rule is unit-tested in test_fields.py)
+        "kptr_untrusted": s("v_ku", 16, ("p", untrusted, 0), ("x", i64, 64)),
+        "percpu_kptr": s("v_pk", 8, ("p", percpu, 0)),
+        "kptr_to_int": s("v_ki", 16, ("p", kptr_int, 0), ("t", i64, 64)),
+        # (a struct with a *misaligned* kptr member makes BPF_BTF_LOAD itself fail with EFAULT:
+        # btf_parse_struct_metas finds the kptr type but btf_parse_fields returns no record)
+        "plain": s("v_plain", 8, ("x", i64, 0)),
+    })
     vl = b.add(BtfType("VAR", "glock", type=lock, linkage=1))
     vx = b.add(BtfType("VAR", "gx", type=i32, linkage=1))
     cases["datasec_lock"] = b.add(BtfType("DATASEC", ".data", size=8,
@@ -109,6 +136,40 @@ EXPECTED = {   # what we predict, and the kernel must agree (lock, timer, valid)
     "timer_only": (False, True, True),
     "datasec_lock": (True, False, True),
 }
+
+
+def _rdonly_prog_refused(b: Btf, cases: dict[str, int], btf_fd: int, name: str) -> bool:
+    """map_check_btf refuses BPF_F_RDONLY_PROG (EACCES) iff the record is valid and non-empty."""
+    tid = cases[name]
+    key_tid = 0 if b.type(tid).kind == "DATASEC" else cases["_int"]
+    m = kbpf.map_create(ARRAY, 4, b.size_of(tid), 1, btf_fd, key_tid, tid, flags=BPF_F_RDONLY_PROG)
+    if m >= 0:
+        os.close(m)
+        return False
+    assert m == -errno.EACCES, f"{name}: {-m}"
+    return True
+
+
+@pytest.mark.parametrize("name", sorted(set(_btf()[1]) - {"_int"}))
+def test_nonempty_record_matches_kernel(loaded, name):
+    b, cases, fd = loaded
+    rec = b.field_record(cases[name])
+    assert _rdonly_prog_refused(b, cases, fd, name) == bool(rec.valid and rec.fields), rec
+
+
+NONEMPTY = {"wq": ["bpf_wq"], "timer_wq": ["bpf_timer", "bpf_wq"], "task_work": ["bpf_task_work"],
+            "res_lock": ["bpf_res_spin_lock"], "kptr_untrusted": ["kptr_untrusted"],
+            "percpu_kptr": ["percpu_kptr"]}
+
+
+def test_field_kinds():
+    b, cases = _btf()
+    for name, kinds in NONEMPTY.items():
+        assert [f.kind for f in b.special_fields(cases[name])] == kinds, name
+    for name in ("two_wq", "kptr_to_int"):
+        assert not b.field_record(cases[name]).valid, name
+    for name in ("plain", "res_lock8"):
+        assert b.field_record(cases[name]).fields == (), name
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

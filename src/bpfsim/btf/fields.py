@@ -25,8 +25,14 @@ Rules ported (btf.c: btf_find_struct_field / btf_find_field_one / btf_get_field_
 * a DATASEC value (global data) is scanned through its VARs, each VAR's size must match;
 * bpf_list_head / bpf_rb_root need a `contains:struct:node` decl tag naming an existing
   struct whose member of that name is a bpf_list_node / bpf_rb_node, and a spin lock.
+* `bpf_res_spin_lock` is matched at the kernel's size (4 bytes, `struct { u32 val; }`), so
+  bpf_experimental.h's 8-byte struct is plain bytes to the kernel (checked on 6.18).
 Not modelled: kptr targets are not looked up in vmlinux BTF (btf_parse_kptr), so a kptr to
-a kernel struct without a destructor kfunc is accepted here but refused by the kernel.
+a kernel struct without a destructor kfunc is accepted here but refused by the kernel; and
+BPF_BTF_LOAD's own scan (btf.c: btf_parse_struct_metas, which parses every struct holding a
+spin lock / kptr / graph member directly) can fail the whole BTF load -- e.g. a spin lock and
+a res spin lock side by side (EINVAL) or a misaligned kptr member (EFAULT) -- which this module
+does not predict.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ BTF_FIELDS_MAX = 11
 # kind -> (size, align)   include/linux/bpf.h: btf_field_type_size / btf_field_type_align
 FIELD_LAYOUT: dict[str, tuple[int, int]] = {
     "bpf_spin_lock": (4, 4),
-    "bpf_res_spin_lock": (8, 8),
+    "bpf_res_spin_lock": (4, 4),   # the kernel's struct (u32 val), not bpf_experimental.h's 8 bytes
     "bpf_timer": (16, 8),
     "bpf_wq": (16, 8),
     "bpf_task_work": (8, 8),
