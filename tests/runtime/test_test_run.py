@@ -210,3 +210,45 @@ def test_xdp_bytes_across_frags_and_redirect(xdp) -> None:
 
 def test_skb_pull_data_and_redirect(skb) -> None:
     assert skb.programs["tc_pull"].test_run(data=packet()).retval == 71   # TC_ACT_REDIRECT, SHOT
+
+
+def sk_lookup_ctx(family: int = 2, lport: int = 7, extra: bytes = b"") -> bytes:
+    b = bytearray(72)
+    struct.pack_into("<QIII", b, 0, 0, family, 6, 0x0100000A)     # TCP from 10.0.0.1
+    struct.pack_into("<I", b, 36, 0x3930)
+    struct.pack_into("<I", b, 60, lport)
+    return bytes(b) + extra
+
+
+@pytest.mark.parametrize("ctx, result", [
+    (sk_lookup_ctx(), 0),                    # SK_DROP
+    (sk_lookup_ctx(lport=8), 1),             # SK_PASS
+    (sk_lookup_ctx(family=10), 1),
+    (sk_lookup_ctx(family=3), 97),           # -EAFNOSUPPORT
+    (sk_lookup_ctx(lport=70000), 34),        # -ERANGE
+    (sk_lookup_ctx(extra=b"\1"), 7),         # -E2BIG: non-zero bytes past the struct
+    (sk_lookup_ctx()[:64] + b"\1" + bytes(7), 22),   # ingress_ifindex may not be set
+])
+def test_sk_lookup(backend, ctx, result) -> None:
+    prog = backend.load(str(FIX / "lookup.bpf.o")).programs["lookup"]
+    if result > 1:
+        with pytest.raises(KernelError) as e:
+            prog.test_run(ctx=ctx)
+        assert e.value.errno == result
+        return
+    r = prog.test_run(ctx=ctx)
+    assert r.retval == result and r.ctx == ctx
+
+
+@pytest.mark.skipif(PKT64 is None, reason="bench packets missing")
+def test_flow_dissector(backend) -> None:
+    prog = backend.load(str(FIX / "lookup.bpf.o")).programs["dissect"]
+    r = prog.test_run(data=PKT64, ctx=bytes(48) + struct.pack("<I", 1) + bytes(4))
+    assert r.retval == 0                                     # BPF_OK
+    nhoff, thoff, addr_proto = struct.unpack_from("<HHH", r.data)
+    assert (nhoff, thoff, addr_proto) == (14, 34, 0x0800)   # nhoff clamped back to ETH_HLEN
+    assert r.data[9] == 6 and r.data[16:24] == PKT64[26:34]
+    assert struct.unpack_from("<I", r.data, 48)[0] == 1     # flags from ctx_in
+    with pytest.raises(KernelError) as e:
+        prog.test_run(data=PKT64, ctx=struct.pack("<H", 1) + bytes(54))
+    assert e.value.errno == 22

@@ -241,3 +241,69 @@ class XdpContext(_HookedContext):
         pkt = self.packet
         assert pkt is not None
         return pkt.base + {"data": pkt.head, "data_end": pkt.tail, "data_meta": pkt.meta}[name]
+
+
+# struct bpf_sk_lookup
+SK_LOOKUP_FIELDS: dict[str, tuple[int, int]] = {
+    "cookie": (0, 8), "family": (8, 4), "protocol": (12, 4), "remote_ip4": (16, 4),
+    "remote_ip6": (20, 16), "remote_port": (36, 4), "local_ip4": (40, 4), "local_ip6": (44, 16),
+    "local_port": (60, 4), "ingress_ifindex": (64, 4),
+}
+SK_LOOKUP_SIZE = 72
+
+# struct bpf_flow_keys (the output of a flow dissector run)
+FLOW_KEYS_FIELDS: dict[str, tuple[int, int]] = {
+    "nhoff": (0, 2), "thoff": (2, 2), "addr_proto": (4, 2), "is_frag": (6, 1),
+    "is_first_frag": (7, 1), "is_encap": (8, 1), "ip_proto": (9, 1), "n_proto": (10, 2),
+    "sport": (12, 2), "dport": (14, 2), "ipv4_src": (16, 4), "ipv4_dst": (20, 4),
+    "flags": (48, 4), "flow_label": (52, 4),
+}
+FLOW_KEYS_SIZE = 56
+
+
+class SkLookupContext(_HookedContext):
+    """`struct bpf_sk_lookup` (read-only for the program; `sk` is the selected socket, NULL
+    here: bpfsim has no sockets to assign)."""
+
+    layout = SK_LOOKUP_FIELDS
+    pointer_fields = {}
+    writable = ()
+
+    def __init__(self, mem: AddressSpace, view: bytes, *, name: str) -> None:
+        super().__init__(mem, SK_LOOKUP_SIZE, name + ".ctx")
+        self.view[:] = view
+        self.view[0:8] = bytes(8)          # sk / cookie: no socket selected
+
+
+class FlowDissectorContext(_HookedContext):
+    """The `__sk_buff` a BPF_PROG_TYPE_FLOW_DISSECTOR program sees (flow_dissector_convert_ctx_
+    access): only `data`, `data_end` and the `flow_keys` pointer; the packet has no headroom
+    and no skb behind it (test_run.c passes none)."""
+
+    layout = SKB_FIELDS
+    pointer_fields = {76: "data", 80: "data_end"}
+    writable = ()
+
+    def __init__(self, mem: AddressSpace, data: bytes, *, name: str) -> None:
+        super().__init__(mem, SKB_SIZE, name + ".ctx")
+        self.packet = Packet(mem, len(data), 0, data, name=name + ".pkt", owner=self)
+        self.keys = bytearray(FLOW_KEYS_SIZE)
+        self.keys_region = mem.map(self.keys, name=name + ".flow_keys", kind="flow_keys", owner=self)
+        self.frags = b""
+
+    def pointer(self, name: str) -> int:
+        pkt = self.packet
+        assert pkt is not None
+        return pkt.base + (pkt.head if name == "data" else pkt.tail)
+
+    def access(self, off: int, size: int, write: bool, value: int | None = None) -> int:
+        if off == SKB_FIELDS["flow_keys"][0] and size == 8 and not write:
+            return self.keys_region.base
+        if off not in self.pointer_fields:
+            raise MemoryFault(f"invalid flow dissector ctx access at offset {off}",
+                              address=self.address + off)
+        return super().access(off, size, write, value)
+
+    def release(self) -> None:
+        super().release()
+        self.mem.unmap(self.keys_region)

@@ -4,7 +4,8 @@ Job: validate the arguments exactly where the kernel does (each refusal is a `Ke
 with the kernel's errno), build the context (`contexts.py`), run the program `repeat` times on
 it, and read back retval, data_out, ctx_out.  Supported: SOCKET_FILTER, SCHED_CLS, SCHED_ACT,
 CGROUP_SKB, LWT_* (bpf_prog_test_run_skb), XDP (bpf_prog_test_run_xdp, linear frames),
-SYSCALL (bpf_prog_test_run_syscall), RAW_TRACEPOINT (bpf_prog_test_run_raw_tp).
+SYSCALL (bpf_prog_test_run_syscall), RAW_TRACEPOINT (bpf_prog_test_run_raw_tp), SK_LOOKUP
+(bpf_prog_test_run_sk_lookup) and FLOW_DISSECTOR (bpf_prog_test_run_flow_dissector).
 Must not import `kernel` (the real one) or the VM engines.
 """
 
@@ -18,9 +19,13 @@ from typing import Any
 from bpfsim.errors import KernelError, NotSupported
 from bpfsim.runtime.contexts import (
     ETH_HLEN,
+    FLOW_KEYS_FIELDS,
+    FLOW_KEYS_SIZE,
     LOOPBACK_IFINDEX,
     NET_IP_ALIGN,
     NET_SKB_PAD,
+    SK_LOOKUP_FIELDS,
+    SK_LOOKUP_SIZE,
     SKB_FIELDS,
     SKB_SHARED_INFO_SIZE,
     SKB_SIZE,
@@ -29,8 +34,10 @@ from bpfsim.runtime.contexts import (
     XDP_MD_SIZE,
     XDP_PACKET_HEADROOM,
     ContextBase,
+    FlowDissectorContext,
     RawContext,
     SkbContext,
+    SkLookupContext,
     XdpContext,
     ctx_from_fields,
 )
@@ -39,10 +46,12 @@ from bpfsim.uapi.constants import (
     BPF_F_TEST_RUN_ON_CPU,
     BPF_F_TEST_XDP_LIVE_FRAMES,
     E2BIG,
+    EAFNOSUPPORT,
     EINVAL,
     ENODEV,
     ENOMEM,
     ENOTSUPP,
+    ERANGE,
     AttachType,
     ProgType,
 )
@@ -62,8 +71,7 @@ SKB_TYPES = frozenset({ProgType.SOCKET_FILTER, ProgType.SCHED_CLS, ProgType.SCHE
                        ProgType.CGROUP_SKB, ProgType.LWT_IN, ProgType.LWT_OUT, ProgType.LWT_XMIT,
                        ProgType.LWT_SEG6LOCAL})
 # Types whose prog_ops have a test_run in the kernel but not (yet) in bpfsim.
-KERNEL_ONLY_TYPES = frozenset({ProgType.FLOW_DISSECTOR, ProgType.SK_LOOKUP, ProgType.TRACING,
-                               ProgType.STRUCT_OPS, ProgType.NETFILTER})
+KERNEL_ONLY_TYPES = frozenset({ProgType.TRACING, ProgType.STRUCT_OPS, ProgType.NETFILTER})
 
 
 @dataclass
@@ -137,6 +145,10 @@ class TestRunner:
             return self._syscall(data, ctx, repeat, cpu, flags)
         if ptype in (ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE):
             return self._raw_tp(data, ctx, repeat, cpu, flags)
+        if ptype == ProgType.SK_LOOKUP:
+            return self._sk_lookup(data, ctx, repeat, cpu, flags)
+        if ptype == ProgType.FLOW_DISSECTOR:
+            return self._flow_dissector(data, ctx, repeat, cpu, flags)
         name = ProgType(ptype).name if ptype in ProgType._value2member_map_ else str(ptype)
         if ptype in KERNEL_ONLY_TYPES:
             raise NotSupported(f"BPF_PROG_TEST_RUN of {name} programs in the emulator")
@@ -359,5 +371,84 @@ class TestRunner:
         try:
             r0, insns, _, wall = self._loop(c, 1, cpu, FLAGS_RAW_TP)
             return TestRunResult(r0 & 0xFFFFFFFF, None, None, 0, r0, insns, wall)
+        finally:
+            c.release()
+
+    # -- sk_lookup, flow dissector ---------------------------------------------------------
+    def _sk_lookup(self, data, ctx, repeat, cpu, flags) -> TestRunResult:
+        """test_run.c: bpf_prog_test_run_sk_lookup."""
+        if flags or cpu:
+            raise _fail(EINVAL, "flags and cpu must be 0 for SK_LOOKUP programs")
+        if data:
+            raise _fail(EINVAL, "SK_LOOKUP programs take no data")
+        u = _ctx_init(_ctx_bytes(ctx, SK_LOOKUP_FIELDS, SK_LOOKUP_SIZE, "bpf_sk_lookup"), SK_LOOKUP_SIZE)
+        if u is None:
+            raise _fail(EINVAL, "SK_LOOKUP programs need a ctx (struct bpf_sk_lookup)")
+        if _u32(u, SK_LOOKUP_FIELDS, "cookie"):
+            raise _fail(EINVAL, "bpf_sk_lookup.sk must be 0")
+        end = sum(SK_LOOKUP_FIELDS["local_port"])
+        if any(u[end:]):
+            raise _fail(EINVAL, "bpf_sk_lookup fields after local_port must be 0")
+        if _u32(u, SK_LOOKUP_FIELDS, "local_port") > U16_MAX:
+            raise _fail(ERANGE, "local_port > 65535")
+        family = _u32(u, SK_LOOKUP_FIELDS, "family") & 0xFFFF
+        if family not in (AF_INET, AF_INET6):
+            raise _fail(EAFNOSUPPORT, f"family {family}")
+        view = bytearray(u)
+        struct.pack_into("<II", view, 8, family, _u32(u, SK_LOOKUP_FIELDS, "protocol") & 0xFFFF)
+        struct.pack_into("<I", view, 36, _u32(u, SK_LOOKUP_FIELDS, "remote_port") & 0xFFFF)
+        if family == AF_INET:     # only the family's addresses reach the kernel ctx
+            view[20:36] = view[44:60] = bytes(16)
+        else:
+            view[16:20] = view[40:44] = bytes(4)
+        c = SkLookupContext(self.kernel.mem, bytes(view), name=self.prog.name)
+        try:
+            r0, insns, duration, wall = self._loop(c, repeat, self._current_cpu())
+            out = bytearray(u)
+            out[0:8] = bytes(8)                       # cookie: no socket selected
+            # BPF_PROG_SK_LOOKUP_RUN_ARRAY: SK_DROP only when the program dropped
+            retval = 0 if r0 & 0xFFFFFFFF == 0 else 1
+            return TestRunResult(retval, None, bytes(out) if ctx is not None else None, duration,
+                                 r0, insns, wall, max(1, repeat))
+        finally:
+            c.release()
+
+    def _flow_dissector(self, data, ctx, repeat, cpu, flags) -> TestRunResult:
+        """test_run.c: bpf_prog_test_run_flow_dissector + flow_dissector.c: bpf_flow_dissect."""
+        if flags or cpu:
+            raise _fail(EINVAL, "flags and cpu must be 0 for FLOW_DISSECTOR programs")
+        data = bytes(data or b"")
+        size = len(data)
+        if size < ETH_HLEN or size > PAGE_SIZE:
+            raise _fail(EINVAL, f"data size {size} outside [{ETH_HLEN}, {PAGE_SIZE}]")
+        u = _ctx_init(_ctx_bytes(ctx, FLOW_KEYS_FIELDS, FLOW_KEYS_SIZE, "bpf_flow_keys"),
+                      FLOW_KEYS_SIZE)
+        keys_flags = 0
+        if u is not None:
+            off, n = FLOW_KEYS_FIELDS["flags"]
+            if any(u[:off]) or any(u[off + n:]):
+                raise _fail(EINVAL, "only bpf_flow_keys.flags may be set in ctx_in")
+            keys_flags = _u32(u, FLOW_KEYS_FIELDS, "flags")
+        c = FlowDissectorContext(self.kernel.mem, data, name=self.prog.name)
+        try:
+            r0 = insns = 0
+            start = time.perf_counter_ns()
+            for _ in range(max(1, repeat)):
+                k = c.keys
+                k[:] = bytes(FLOW_KEYS_SIZE)
+                k[10:12] = data[12:14]                      # n_proto = eth->h_proto
+                struct.pack_into("<HH", k, 0, ETH_HLEN, ETH_HLEN)
+                struct.pack_into("<I", k, 48, keys_flags)
+                with self.kernel.trace.context(self._current_cpu(), FLAGS_SYSCALL):
+                    r0, insns = self.prog.execute(c.address, self._current_cpu())
+                nhoff, thoff = struct.unpack_from("<HH", k, 0)
+                nhoff = min(max(nhoff, ETH_HLEN), size)     # clamp_t(u16, ...)
+                thoff = min(max(thoff, nhoff), size)
+                struct.pack_into("<HH", k, 0, nhoff, thoff)
+            wall = (time.perf_counter_ns() - start) // max(1, repeat)
+            duration = wall if getattr(self.kernel.clock, "kind", "virtual") == "real" else 0
+            ctx_out = bytes(u) if u is not None else None
+            return TestRunResult(r0 & 0xFFFFFFFF, bytes(c.keys), ctx_out, duration, r0, insns, wall,
+                                 max(1, repeat))
         finally:
             c.release()

@@ -14,6 +14,7 @@ from bpfsim.errors import MemoryFault, NotSupported
 from bpfsim.runtime.contexts import (
     ETH_HLEN,
     XDP_FRAME_STRUCT,
+    FlowDissectorContext,
     SkbContext,
     XdpContext,
 )
@@ -53,9 +54,14 @@ def _ctx(env: Any, addr: int, cls: type) -> Any:
 # -- skb bytes ---------------------------------------------------------------------------------
 @helper("bpf_skb_load_bytes")
 def bpf_skb_load_bytes(env, skb, offset, to, length, _r5):
-    c = _ctx(env, skb, SkbContext)
     offset &= 0xFFFFFFFF
     length &= 0xFFFFFFFF
+    found = env.mem.find(skb)
+    if found is not None and isinstance(found[0].owner, FlowDissectorContext):
+        # filter.c: bpf_flow_dissector_load_bytes: test_run gives the program no skb
+        env.mem.write(to, bytes(length))
+        return u64(-EFAULT)
+    c = _ctx(env, skb, SkbContext)
     pkt = c.packet
     # skb_header_pointer: fails unless [offset, offset+len) lies within skb->len.
     if offset > INT_MAX or offset + length > pkt.length:
