@@ -35,13 +35,13 @@ T = MapType
 
 
 class FakeKernel:
-    """The slice of the Runtime maps use: mem, ncpus, timers (None), current_cpu."""
+    """The slice of the Runtime maps use: mem, ncpus, timers (None), cpu."""
 
     def __init__(self, ncpus: int = 2) -> None:
         self.mem = AddressSpace()
         self.ncpus = ncpus
         self.timers = None
-        self.current_cpu = 0
+        self.cpu = 0
 
 
 def u32(x: int) -> bytes:
@@ -657,7 +657,7 @@ def test_lru_matches_kernel():
                         for cpu, key in ops:
                             os.sched_setaffinity(0, {cpu})
                             sc.map_update(fd, u32(key), bytes(vsz))
-                            kern.current_cpu = cpu
+                            kern.cpu = cpu
                             em.update(u32(key), bytes(vsz))
                         got, key = [], None
                         while (key := sc.map_get_next_key(fd, key, 4)) is not None:

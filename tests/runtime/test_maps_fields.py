@@ -73,7 +73,7 @@ class FakeKernel:
         self.mem = AddressSpace()
         self.ncpus = 2
         self.timers = FakeTimers()
-        self.current_cpu = 0
+        self.cpu = 0
 
 
 @pytest.fixture

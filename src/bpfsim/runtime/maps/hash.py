@@ -337,8 +337,8 @@ class HashMap(MapBase):
         self._update(key, value, flags, self._user_cpu(), True)
 
     def _user_cpu(self) -> int:
-        """The CPU a syscall runs on: `kernel.current_cpu` if the runtime has one, else 0."""
-        return int(getattr(self.kernel, "current_cpu", 0) or 0) % self.ncpus
+        """The CPU a syscall runs on: the runtime's current CPU (`kernel.cpu`, as `rt.cpu`)."""
+        return int(getattr(self.kernel, "cpu", 0) or 0) % self.ncpus
 
     def _sys_delete(self, key: bytes) -> None:
         e = self._delete(key)
