@@ -8,6 +8,7 @@ Must not call bpf(2) itself (only `kernel.syscall` does).
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Any
 
@@ -103,11 +104,16 @@ class KernelProgram:
             raise UsageError("repeat must be >= 0")
         ctx_in = _ctx_bytes(self.type, ctx)
         start = time.perf_counter_ns()
+        # The kernel runs the program on the calling thread's CPU (BPF_F_TEST_RUN_ON_CPU is for
+        # raw_tp only): pin the thread to `cpu` so per-CPU maps see the CPU the emulator uses.
+        saved = _pin_thread(cpu)
         try:
             r = sc.prog_test_run(self._fd(), bytes(data or b""), ctx=ctx_in, repeat=repeat,
                                  flags=flags, cpu=cpu, data_size_out=data_size_out)
         except KernelError as e:
             raise KernelError(e.command, e.errno, f"program '{self.name}'") from None
+        finally:
+            _unpin_thread(saved)
         wall = (time.perf_counter_ns() - start) // max(repeat, 1)
         from bpfsim.runtime.testrun import TestRunResult
 
@@ -135,3 +141,21 @@ class KernelProgram:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _pin_thread(cpu: int) -> set[int] | None:
+    """Move the calling thread to `cpu`; returns the previous affinity (None if unchanged)."""
+    try:
+        saved = os.sched_getaffinity(0)
+        if saved != {cpu}:
+            os.sched_setaffinity(0, {cpu})
+            return saved
+    except (OSError, AttributeError):
+        pass
+    return None
+
+
+def _unpin_thread(saved: set[int] | None) -> None:
+    if saved is not None:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, saved)
