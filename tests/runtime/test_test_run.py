@@ -252,3 +252,26 @@ def test_flow_dissector(backend) -> None:
     with pytest.raises(KernelError) as e:
         prog.test_run(data=PKT64, ctx=struct.pack("<H", 1) + bytes(54))
     assert e.value.errno == 22
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("prog", ["xdp_ctx", "xdp_grow", "xdp_shrink", "xdp_bytes", "xdp_meta"])
+@pytest.mark.parametrize("data, ctx", [
+    (bytes(range(256)) * 16 + b"abc", None),                       # past the frame: frags
+    (bytes(64), struct.pack("<6I", 0, 20, 0, 0, 0, 0)),            # ctx data_end: frags
+    (bytes(range(64)), struct.pack("<6I", 0, 40, 0, 0, 0, 0)),
+])
+def test_multi_buffer_xdp_as_the_kernel(prog, data, ctx) -> None:
+    import bpfsim
+    import bpfsim.kernel
+
+    path = str(FIX / "xdp_adjust.bpf.o")
+    rt = bpfsim.Runtime()
+    kcoll = bpfsim.kernel.load(path)
+    try:
+        sim = rt.load(path).programs[prog].test_run(data=data, ctx=ctx)
+        kern = kcoll.programs[prog].test_run(data=data, ctx=ctx)
+    finally:
+        kcoll.close()
+        rt.close()
+    assert (sim.retval, sim.data, sim.ctx) == (kern.retval, kern.data, kern.ctx)

@@ -206,7 +206,6 @@ class SkbContext(_HookedContext):
         self.packet = Packet(mem, room + aligned, room, data, name=name + ".pkt", owner=self)
         self.direct_access = direct_access
         self.hash_valid = False
-        self.frags = b""
 
     def pointer(self, name: str) -> int:
         pkt = self.packet
@@ -235,7 +234,19 @@ class XdpContext(_HookedContext):
         # (filter.c: bpf_xdp_adjust_tail, xdp_data_hard_end).
         self.packet = Packet(mem, XDP_FRAME_SIZE - SKB_SHARED_INFO_SIZE, headroom, data,
                              name=name + ".pkt", owner=self)
-        self.frags = b""          # multi-buffer: bytes past the linear part (not program-visible)
+        # multi-buffer: the pages past the linear part (skb_shared_info frags), never mapped
+        self.frags: list[bytearray] = []
+
+    def set_frags(self, data: bytes) -> None:
+        """Spread `data` over page-sized frags, as test_run.c copies data_in past the linear part."""
+        self.frags = [bytearray(data[i:i + XDP_FRAME_SIZE]) for i in range(0, len(data), XDP_FRAME_SIZE)]
+
+    @property
+    def frags_len(self) -> int:
+        return sum(len(f) for f in self.frags)
+
+    def frag_bytes(self) -> bytes:
+        return b"".join(bytes(f) for f in self.frags)
 
     def pointer(self, name: str) -> int:
         pkt = self.packet
@@ -289,7 +300,6 @@ class FlowDissectorContext(_HookedContext):
         self.packet = Packet(mem, len(data), 0, data, name=name + ".pkt", owner=self)
         self.keys = bytearray(FLOW_KEYS_SIZE)
         self.keys_region = mem.map(self.keys, name=name + ".flow_keys", kind="flow_keys", owner=self)
-        self.frags = b""
 
     def pointer(self, name: str) -> int:
         pkt = self.packet

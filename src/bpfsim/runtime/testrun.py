@@ -3,7 +3,7 @@
 Job: validate the arguments exactly where the kernel does (each refusal is a `KernelError`
 with the kernel's errno), build the context (`contexts.py`), run the program `repeat` times on
 it, and read back retval, data_out, ctx_out.  Supported: SOCKET_FILTER, SCHED_CLS, SCHED_ACT,
-CGROUP_SKB, LWT_* (bpf_prog_test_run_skb), XDP (bpf_prog_test_run_xdp, linear frames),
+CGROUP_SKB, LWT_* (bpf_prog_test_run_skb), XDP (bpf_prog_test_run_xdp, frags included),
 SYSCALL (bpf_prog_test_run_syscall), RAW_TRACEPOINT (bpf_prog_test_run_raw_tp), SK_LOOKUP
 (bpf_prog_test_run_sk_lookup) and FLOW_DISSECTOR (bpf_prog_test_run_flow_dissector).
 Must not import `kernel` (the real one) or the VM engines.
@@ -308,7 +308,7 @@ class TestRunner:
         if size - linear > MAX_SKB_FRAGS * PAGE_SIZE:
             raise _fail(ENOMEM, "more data than MAX_SKB_FRAGS pages of frags")
         c = XdpContext(self.kernel.mem, data[:linear], headroom, name=self.prog.name)
-        c.frags = data[linear:]
+        c.set_frags(data[linear:])
         try:
             c.set_field("ingress_ifindex", LOOPBACK_IFINDEX)
             if uctx is not None:
@@ -332,7 +332,7 @@ class TestRunner:
                 out = bytearray(uctx)
                 struct.pack_into("<II", out, 0, pkt.head - pkt.meta, pkt.tail - pkt.meta)
                 ctx_out = bytes(out)
-            return TestRunResult(r0 & 0xFFFFFFFF, pkt.bytes(pkt.meta) + c.frags, ctx_out, duration, r0,
+            return TestRunResult(r0 & 0xFFFFFFFF, pkt.bytes(pkt.meta) + c.frag_bytes(), ctx_out, duration, r0,
                                  insns, wall, max(1, repeat))
         finally:
             c.release()

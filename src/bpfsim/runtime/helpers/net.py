@@ -10,9 +10,10 @@ import hashlib
 import struct
 from typing import Any
 
-from bpfsim.errors import MemoryFault, NotSupported
+from bpfsim.errors import MemoryFault
 from bpfsim.runtime.contexts import (
     ETH_HLEN,
+    XDP_FRAME_SIZE,
     XDP_FRAME_STRUCT,
     FlowDissectorContext,
     SkbContext,
@@ -280,11 +281,11 @@ def bpf_xdp_adjust_meta(env, xdp, offset, *_):
 @helper("bpf_xdp_adjust_tail")
 def bpf_xdp_adjust_tail(env, xdp, offset, *_):
     c = _ctx(env, xdp, XdpContext)
-    if c.frags:
-        raise NotSupported("bpf_xdp_adjust_tail on a multi-buffer XDP packet")
     pkt = c.packet
     off = offset & 0xFFFFFFFF
     off = off - (1 << 32) if off >> 31 else off
+    if c.frags:
+        return u64(_frags_adjust_tail(c, off))
     end = pkt.tail + off
     if end > len(pkt.buf) or end < pkt.head + ETH_HLEN:
         return u64(-EINVAL)
@@ -294,11 +295,37 @@ def bpf_xdp_adjust_tail(env, xdp, offset, *_):
     return 0
 
 
+def _frags_adjust_tail(c: XdpContext, off: int) -> int:
+    """filter.c: bpf_xdp_frags_increase_tail / bpf_xdp_frags_shrink_tail (test_run's frag_size
+    is the 4 KiB frame, so the last page's tailroom is what is left of it)."""
+    if off > 0:
+        last = c.frags[-1]
+        if off > XDP_FRAME_SIZE - len(last):
+            return -EINVAL
+        last.extend(bytes(off))
+        return 0
+    shrink = -off
+    if shrink > c.packet.length + c.frags_len - ETH_HLEN:
+        return -EINVAL
+    while c.frags and shrink > 0:
+        last = c.frags[-1]
+        cut = min(shrink, len(last))
+        shrink -= cut
+        if cut == len(last):
+            c.frags.pop()
+        else:
+            del last[len(last) - cut:]
+            break
+    if not c.frags:
+        c.packet.tail -= shrink          # the rest comes off the linear part
+    return 0
+
+
 def _xdp_span(c: XdpContext, offset: int, length: int) -> int:
     """bpf_xdp_pointer's checks: -EFAULT past 0xffff, -EINVAL past the whole buffer."""
     if offset > 0xFFFF or length > 0xFFFF:
         return -EFAULT
-    if offset + length > c.packet.length + len(c.frags):
+    if offset + length > c.packet.length + c.frags_len:
         return -EINVAL
     return 0
 
@@ -311,7 +338,7 @@ def bpf_xdp_load_bytes(env, xdp, offset, buf, length, _r5):
     err = _xdp_span(c, offset, length)
     if err:
         return u64(err)
-    whole = c.packet.bytes() + bytes(c.frags)
+    whole = c.packet.bytes() + c.frag_bytes()
     env.mem.write(buf, whole[offset:offset + length])
     return 0
 
@@ -330,15 +357,20 @@ def bpf_xdp_store_bytes(env, xdp, offset, buf, length, _r5):
     head = data[:max(0, lin - offset)]
     pkt.buf[pkt.head + offset:pkt.head + offset + len(head)] = head
     rest = data[len(head):]
-    if rest:
-        start = max(0, offset - lin)
-        frags = bytearray(c.frags)
-        frags[start:start + len(rest)] = rest
-        c.frags = bytes(frags)
+    pos = max(0, offset - lin)
+    for frag in c.frags:                 # bpf_xdp_copy_buf: walk the frags
+        if not rest:
+            break
+        if pos >= len(frag):
+            pos -= len(frag)
+            continue
+        n = min(len(frag) - pos, len(rest))
+        frag[pos:pos + n] = rest[:n]
+        rest, pos = rest[n:], 0
     return 0
 
 
 @helper("bpf_xdp_get_buff_len")
 def bpf_xdp_get_buff_len(env, xdp, *_):
     c = _ctx(env, xdp, XdpContext)
-    return c.packet.length + len(c.frags)
+    return c.packet.length + c.frags_len
