@@ -162,7 +162,7 @@ def _read(data: bytes) -> ElfObject:
     if shstrndx >= nsec:
         raise ParseError(f"bad section name string table index {shstrndx}")
 
-    raw_headers = [elf._get_section_header(i) for i in range(nsec)]
+    raw_headers = [elf.get_section(i).header for i in range(nsec)]
     shstr = _section_bytes(data, raw_headers[shstrndx], shstrndx)
 
     sections: list[Section] = []
