@@ -20,16 +20,9 @@ pytestmark = [pytest.mark.kernel,
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Differences between the shared formatter and bpftool v7.1 found by this test (reported to
-# the owner of runtime/handles.py): bpftool 7.1 prints no "prog_id"/"inner_map_id" field, and
-# no formatted "key" when the map has no key BTF (global data maps).
-KNOWN = {
-    "outer": "bpftool 7.1 prints no inner_map_id",
-    "jumps": "bpftool 7.1 prints no prog_id",
-    ".data": "bpftool omits formatted.key without key BTF",
-    ".rodata": "bpftool omits formatted.key without key BTF",
-    ".bss": "bpftool omits formatted.key without key BTF",
-}
+# Differences between the shared formatter and bpftool v7.1 found by this test were fixed in
+# runtime/handles.py (no "prog_id"/"inner_map_id"; no formatted "key" without key BTF).
+KNOWN: dict[str, str] = {}
 
 CASES = [
     ("tests/fixtures/progs/map_in_map.bpf.o", "outer"),

@@ -265,7 +265,13 @@ class Map(MutableMapping):
         m = self.kernel_map
         if not m.iterable:
             raise UsageError(f"map '{m.name}' ({m.type_name}) has no keys to iterate")
-        return m.iter_keys()
+        return self._key_walk(m)
+
+    @staticmethod
+    def _key_walk(m: Any) -> Iterator[bytes]:
+        # MapBase.iter_keys; the kernel backend's KernelMapOps spells it keys()
+        walk = getattr(m, "iter_keys", None)
+        return walk() if walk is not None else m.keys()
 
     def get(self, key: Any, default: Any = None) -> Any:
         try:
@@ -349,7 +355,7 @@ class Map(MutableMapping):
             return []        # queue/stack/ringbuf/bloom: bpftool prints [] (get_next_key fails)
         btf = m.btf is not None and bool(m.value_type_id)
         out: list[dict[str, Any]] = []
-        for key in list(m.iter_keys()):
+        for key in list(self._key_walk(m)):
             try:
                 data = m.lookup(key)
             except KeyNotFound:
@@ -360,20 +366,22 @@ class Map(MutableMapping):
                 chunks = [data[c * step:c * step + m.value_size] for c in range(m.ncpus)]
                 entry["values"] = [{"cpu": c, "value": _hex(v)} for c, v in enumerate(chunks)]
                 if btf:
-                    entry["formatted"] = {"key": self._fmt_key(key), "values": [
+                    entry["formatted"] = {**self._fmt_key(key), "values": [
                         {"cpu": c, "value": self._decode_one(v)} for c, v in enumerate(chunks)]}
             else:
                 entry["value"] = _hex(data)       # fd maps: the object id (bpftool 7.1 adds nothing)
                 if btf:
-                    entry["formatted"] = {"key": self._fmt_key(key), "value": self._decode_one(data)}
+                    entry["formatted"] = {**self._fmt_key(key), "value": self._decode_one(data)}
             out.append(entry)
         return out
 
-    def _fmt_key(self, key: bytes) -> Any:
+    def _fmt_key(self, key: bytes) -> dict[str, Any]:
+        """bpftool's do_dump_btf prints "key" only when the map has key BTF (global data maps
+        have none)."""
         m = self.kernel_map
         if m.btf is not None and m.key_type_id:
-            return m.btf.decode(m.key_type_id, key)
-        return _hex(key)
+            return {"key": m.btf.decode(m.key_type_id, key)}
+        return {}
 
 
 class RawView(MutableMapping):
