@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from bpfsim.errors import ExecutionError, PinError, UsageError
+from bpfsim.errors import ExecutionError, UsageError
 from bpfsim.runtime.clock import Clock, RealClock, VirtualClock
 from bpfsim.runtime.helpers import helper_table
 from bpfsim.runtime.timers import TimerManager
@@ -209,5 +209,3 @@ def load(source: Any, pin_root: str | None = None, **kwargs: Any) -> Any:
     rt = Runtime(**kwargs)
     return rt.load(source, pin_root)
 
-
-_ = PinError

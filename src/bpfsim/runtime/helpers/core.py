@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bpfsim.errors import MemoryFault
-from bpfsim.runtime.helpers.registry import helper, s64, u64
+from bpfsim.runtime.helpers.registry import helper, u64
 from bpfsim.uapi.constants import (
     BPF_MAX_LOOPS,
     CLOCK_BOOTTIME,
@@ -288,5 +288,3 @@ def bpf_strncmp(env, s1, s1_sz, s2, *_):
             break
     return 0
 
-
-_ = s64  # re-exported helper for sibling modules

@@ -12,7 +12,7 @@ from bpfsim.errors import MemoryFault
 from bpfsim.runtime.helpers.maps import map_of
 from bpfsim.runtime.helpers.registry import helper, u64
 from bpfsim.runtime.kobject import live_objects
-from bpfsim.uapi.constants import BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, EINVAL, MapType
+from bpfsim.uapi.constants import MapType
 
 
 def _ringbuf(env: Any, addr: int) -> Any:
@@ -69,5 +69,3 @@ def bpf_ringbuf_discard(env, sample, flags, *_):
 def bpf_ringbuf_query(env, rb, flags, *_):
     return u64(_ringbuf(env, rb).query(flags))
 
-
-_ = (BPF_RB_NO_WAKEUP, BPF_RB_FORCE_WAKEUP, EINVAL)
