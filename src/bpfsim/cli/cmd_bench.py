@@ -16,6 +16,7 @@ import click
 
 import bpfsim
 import bpfsim.kernel
+from bpfsim.cli.main import exit_with
 from bpfsim.cli.options import emit_json
 
 # name -> expected retval on each packet (bench/README.md, measured on Linux 6.18)
@@ -51,12 +52,21 @@ def command(bench_dir: str | None, only: tuple[str, ...], runs: int, backend: st
     objects = _find_objects(base)
     if not objects:
         raise click.UsageError(f"no benchmark objects under {base} (expected NAME.bpf.o)")
+    unknown = sorted(set(only) - set(objects))
+    if unknown:
+        raise click.BadParameter(f"no benchmark named {', '.join(unknown)} under {base} "
+                                 f"(benchmarks: {', '.join(objects)})", param_hint="--only")
+    packets = {pkt: base / f"{pkt}.bin" for pkt in ("pkt_64", "pkt_1500")}
+    missing = [str(p) for p in packets.values() if not p.is_file()]
+    if missing:
+        raise click.UsageError(f"missing benchmark packet {', '.join(missing)} "
+                               "(bench/gen_packets.py writes them)")
     rows = []
     for name, obj in objects.items():
         if only and name not in only:
             continue
-        for pkt in ("pkt_64", "pkt_1500"):
-            data = (base / f"{pkt}.bin").read_bytes()
+        for pkt, pkt_path in packets.items():
+            data = pkt_path.read_bytes()
             row: dict[str, Any] = {"program": name, "packet": pkt,
                                    "expected": EXPECTED.get(name, {}).get(pkt)}
             if backend in ("both", "sim"):
@@ -66,17 +76,24 @@ def command(bench_dir: str | None, only: tuple[str, ...], runs: int, backend: st
             if row.get("sim_ns") and row.get("kernel_ns"):
                 row["ratio"] = row["sim_ns"] / max(row["kernel_ns"], 1)
             rows.append(row)
+    for r in rows:
+        r["ok"] = all(r.get(k) in (None, r["expected"]) for k in ("sim_retval", "kernel_retval"))
     if as_json:
         emit_json({"results": rows})
-        return
+    else:
+        _print_table(rows)
+    if not all(r["ok"] for r in rows):   # a fast wrong answer is a failed check: exit 1
+        exit_with(1)
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
     click.echo(f"{'program':<14}{'packet':<10}{'insns':>9}{'sim ns/run':>14}{'kernel ns/run':>15}"
                f"{'ratio':>10}  check")
     for r in rows:
-        ok = all(r.get(k) in (None, r["expected"]) for k in ("sim_retval", "kernel_retval"))
-        click.echo(f"{r['program']:<14}{r['packet']:<10}{r.get('insns', ''):>9}"
+        click.echo(f"{r['program']:<14}{r['packet']:<10}{'' if r.get('insns') is None else r['insns']:>9}"
                    f"{_fmt(r.get('sim_ns')):>14}{_fmt(r.get('kernel_ns')):>15}"
                    f"{(format(r['ratio'], ',.0f') + 'x') if 'ratio' in r else '':>10}  "
-                   f"{'ok' if ok else 'WRONG RESULT'}")
+                   f"{'ok' if r['ok'] else 'WRONG RESULT'}")
 
 
 def _fmt(v: Any) -> str:

@@ -15,6 +15,7 @@ import click
 import bpfsim
 import bpfsim.kernel
 from bpfsim.cli.options import emit_json
+from bpfsim.errors import UsageError
 
 
 @click.group("maps")
@@ -31,14 +32,19 @@ def dump(target: str, map_name: str | None, as_json: bool) -> None:
     path = Path(target)
     if _is_bpffs_path(path):
         handle = bpfsim.kernel.get_pinned(str(path))
+        if not hasattr(handle, "dump"):     # a pinned program
+            handle.close()
+            raise UsageError(f"{target} is a pinned program, not a map")
         try:
             dumps = {path.name: handle.dump()}
         finally:
             handle.close()
     else:
         if not path.is_file():
-            raise click.BadParameter(f"{target}: no such file", param_hint="OBJ|PIN")
-        with bpfsim.load(path) as coll:
+            why = "is a directory" if path.is_dir() else "no such file"
+            raise click.BadParameter(f"{target}: {why}", param_hint="OBJ|PIN")
+        # programs are loaded unverified: a rejected program must not hide the maps
+        with bpfsim.Runtime() as rt, rt.load(path, verify=False) as coll:
             if map_name is not None and map_name not in coll.maps:
                 raise click.BadParameter(f"no map named {map_name!r} (maps: {', '.join(coll.maps)})",
                                          param_hint="--map")

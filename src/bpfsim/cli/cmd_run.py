@@ -6,7 +6,6 @@ the timer timeline.  Public API only.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
@@ -14,7 +13,6 @@ import click
 import bpfsim
 import bpfsim.kernel
 from bpfsim.cli.options import choose_program, emit_json, read_bytes, run_options
-from bpfsim.units import NSEC_PER_SEC
 
 
 @click.command("run")
@@ -43,34 +41,36 @@ def command(obj: str, prog: str | None, data: str | None, ctx: str | None, repea
 
 def run_once(spec: Any, name: str, data: bytes | None, ctx: bytes | None, repeat: int,
              advance: int | None, clock: str, backend: str) -> dict[str, Any]:
-    """Run `name` of `spec` on one backend; return the `run --json` document."""
+    """Run `name` of `spec` on one backend; return the `run --json` document.
+
+    The kernel backend reads bpf_printk lines from a private tracefs instance (`Kernel(trace=
+    True)`) and lets --advance pass as real time; the emulator keeps its own trace pipe and
+    timeline.  The runtime is closed whatever happens (a real clock has threads)."""
+    if not spec.programs[name].autoload:   # asked for by name: libbpf's set_autoload(true)
+        spec = spec.copy()
+        spec.programs[name].autoload = True
     if backend == "kernel":
-        coll = bpfsim.kernel.load(spec)
-        rt = None
+        rt: Any = bpfsim.kernel.Kernel(trace=True)
     else:
         rt = bpfsim.Runtime(clock=clock)
-        coll = rt.load(spec)
-    with coll:
-        result = coll.programs[name].test_run(data=data, ctx=ctx, repeat=repeat)
-        if advance:
-            if rt is not None and clock == "virtual":
-                rt.clock.advance(advance)
-            else:
-                time.sleep(advance / NSEC_PER_SEC)
-        doc: dict[str, Any] = {
-            "program": name,
-            "backend": backend,
-            "retval": result.retval,
-            "data_out": (result.data or b"").hex(),
-            "ctx_out": (result.ctx or b"").hex() if result.ctx is not None else None,
-            "duration_ns": result.duration_ns,
-            "maps": {mname: m.dump() for mname, m in coll.maps.items()},
-            "trace": list(rt.trace_pipe) if rt is not None else list(getattr(coll, "trace_pipe", [])),
-            "timeline": [_event(e) for e in rt.timeline] if rt is not None else [],
-        }
-    if rt is not None:
+    try:
+        with rt.load(spec) as coll:
+            result = coll.programs[name].test_run(data=data, ctx=ctx, repeat=repeat)
+            if advance is not None:
+                rt.clock.advance(advance)   # virtual: timers fire at their deadlines; else sleeps
+            return {
+                "program": name,
+                "backend": backend,
+                "retval": result.retval,
+                "data_out": (result.data or b"").hex(),
+                "ctx_out": (result.ctx or b"").hex() if result.ctx is not None else None,
+                "duration_ns": result.duration_ns,
+                "maps": {mname: m.dump() for mname, m in coll.maps.items()},
+                "trace": list(rt.trace_pipe),
+                "timeline": [_event(e) for e in getattr(rt, "timeline", [])],
+            }
+    finally:
         rt.close()
-    return doc
 
 
 def _event(e: Any) -> Any:

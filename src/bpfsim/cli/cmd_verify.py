@@ -31,7 +31,7 @@ def command(obj: str, prog: str | None, log_level: int, backend: str, as_json: b
     if prog and prog not in spec.programs:
         raise click.BadParameter(f"no program named {prog!r} (programs: {', '.join(spec.programs)})",
                                  param_hint="--prog")
-    results = [verify_one(spec, name, backend) for name in names]
+    results = [verify_one(spec, name, backend, log_level) for name in names]
     if as_json:
         emit_json({"programs": results})
     else:
@@ -44,17 +44,16 @@ def command(obj: str, prog: str | None, log_level: int, backend: str, as_json: b
         exit_with(1)
 
 
-def verify_one(spec: Any, name: str, backend: str) -> dict[str, Any]:
+def verify_one(spec: Any, name: str, backend: str, log_level: int = 0) -> dict[str, Any]:
     """Load `spec` with only program `name`; return its `verify --json` entry."""
-    one = spec.copy()
-    one.programs = {name: one.programs[name]}
+    one = only_program(spec, name)
     prog_spec = one.programs[name]
     entry: dict[str, Any] = {"name": name, "type": _type_name(prog_spec.type),
                              "section": prog_spec.section, "verdict": "accepted", "error": None,
                              "errno": None, "insn": None, "log": ""}
     try:
         if backend == "kernel":
-            coll = bpfsim.kernel.load(one)
+            coll = bpfsim.kernel.load(one, log_level=log_level)
         else:
             coll = bpfsim.load(one)
         with coll:
@@ -62,6 +61,21 @@ def verify_one(spec: Any, name: str, backend: str) -> dict[str, Any]:
     except VerifierError as exc:
         entry.update(verdict="rejected", error=exc.message, errno=exc.errno, insn=exc.pc, log=exc.log)
     return entry
+
+
+def only_program(spec: Any, name: str) -> Any:
+    """A copy of `spec` that loads just `name`: autoload on (asking for a `SEC("?...")` program
+    is libbpf's bpf_program__set_autoload), PROG_ARRAY `.values` naming the other programs
+    dropped (they are not loaded), and no LIBBPF_PIN_BY_NAME (a verdict must not pin, nor
+    trip over an incompatible pin left by someone else)."""
+    one = spec.copy()
+    one.programs = {name: one.programs[name]}
+    one.programs[name].autoload = True
+    for ms in one.maps.values():
+        ms.pinning = 0
+        ms.contents = [(k, v) for k, v in ms.contents
+                       if not (isinstance(v, str) and v in spec.programs and v != name)]
+    return one
 
 
 def _type_name(prog_type: int) -> str:

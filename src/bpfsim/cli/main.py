@@ -8,11 +8,12 @@ Subcommands use the public API only.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 import click
 
-from bpfsim.errors import BpfError
+from bpfsim.errors import BpfError, VerifierError
 
 # name -> module under bpfsim.cli that defines a click command called `command`
 SUBCOMMANDS = {
@@ -25,6 +26,11 @@ SUBCOMMANDS = {
     "btf": "cmd_btf",
     "bench": "cmd_bench",
 }
+
+
+# click >= 8.2 raises this for a group called without a subcommand (8.1 printed help, exit 0)
+_NO_ARGS_IS_HELP: type[Exception] = getattr(click.exceptions, "NoArgsIsHelpError",
+                                            type("_Never", (Exception,), {}))
 
 
 class LazyGroup(click.Group):
@@ -54,7 +60,11 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: never lets a traceback reach the user for an expected error."""
+    """Entry point: never lets a traceback reach the user for an expected error.
+
+    Returns the exit code; a subcommand's checked failure (`exit_with(1)`) leaves as SystemExit.
+    Every error is exactly one line on stderr (`one_line`), so scripts can show it as is.
+    """
     try:
         cli.main(args=argv, prog_name="bpfsim", standalone_mode=False)
     except click.exceptions.Abort:
@@ -62,18 +72,50 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except _NO_ARGS_IS_HELP as exc:  # `bpfsim`, `bpfsim maps`: the help, then why it failed
+        click.echo(exc.ctx.get_help())
+        click.echo(f"{exc.ctx.command_path}: error: missing command", err=True)
+        return 2
     except click.ClickException as exc:
-        exc.show()
+        # click's own form is "Usage: ...", "Try ... --help", "", "Error: ..." (four lines)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "bpfsim"
+        click.echo(f"{where}: error: {one_line(exc.format_message())}", err=True)
         return 2
     except BpfError as exc:
-        click.echo(f"bpfsim: error: {exc}", err=True)
+        click.echo(f"bpfsim: error: {one_line(describe(exc))}", err=True)
         return 2
     except FileNotFoundError as exc:
         click.echo(f"bpfsim: error: {exc.filename or exc}: no such file", err=True)
         return 2
+    except OSError as exc:  # a directory, no permission, an I/O error: bad input, not a bug
+        click.echo(f"bpfsim: error: {exc.filename or ''}{': ' if exc.filename else ''}"
+                   f"{exc.strerror or exc}", err=True)
+        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug in bpfsim: still one line, the traceback on request
+        if os.environ.get("BPFSIM_TRACEBACK"):
+            raise
+        click.echo(f"bpfsim: internal error (a bug in bpfsim; BPFSIM_TRACEBACK=1 shows where): "
+                   f"{type(exc).__name__}: {one_line(str(exc))}", err=True)
+        return 2
     return 0
+
+
+def describe(exc: BpfError) -> str:
+    """The message of a BpfError for one line: a verifier rejection gives the kernel's error
+    line (`VerifierError.message`) and the program, not the five-line log tail of `str()`."""
+    if isinstance(exc, VerifierError):
+        who = f" program {exc.program}" if exc.program else ""
+        at = f" (insn {exc.pc})" if exc.pc is not None else ""
+        return f"verifier rejected{who}: {exc.message}{at}"
+    return str(exc)
+
+
+def one_line(text: str) -> str:
+    """Join the lines of a message so stderr gets exactly one line."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip()) or "(no message)"
 
 
 def exit_with(code: int) -> None:
