@@ -12,6 +12,7 @@ Must not import `kernel` or `vm` internals.
 
 from __future__ import annotations
 
+import struct
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,8 @@ from bpfsim.uapi.constants import (
     BPF_RB_NO_WAKEUP,
     BPF_RB_PROD_POS,
     BPF_RB_RING_SIZE,
+    BPF_RINGBUF_BUSY_BIT,
+    BPF_RINGBUF_DISCARD_BIT,
     BPF_RINGBUF_HDR_SZ,
     EAGAIN,
     EINVAL,
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from bpfsim.vm.memory import Region
 
 PAGE_SIZE = 4096
+RINGBUF_DATA_PGOFF = 3      # struct bpf_ringbuf: header page, consumer page, producer page, data
 RINGBUF_CREATE_FLAG_MASK = BPF_F_NUMA_NODE
 
 
@@ -65,6 +69,10 @@ class RingBufMap(MapBase):
         self.pending_pos = 0
         self._records: deque[Record] = deque()
         self._by_rid: dict[int, Record] = {}
+        # the data pages (zeroed at creation, ringbuf.c: bpf_ringbuf_area_alloc): a new sample
+        # starts with whatever earlier records left there, as in the kernel, which never
+        # clears a reservation
+        self._data = bytearray(self.max_entries)
 
     @classmethod
     def alloc_check(cls, spec: MapSpec, ncpus: int) -> None:
@@ -103,8 +111,13 @@ class RingBufMap(MapBase):
             new_prod = self.producer_pos + span
             if new_prod - self.consumer_pos > self.mask or new_prod - self.pending_pos > self.mask:
                 return 0
-            region = self.mem.map(bytearray(size), name=f"{self.name}.record", kind="ringbuf",
-                                  owner=None)
+            off = self.producer_pos & self.mask
+            # struct bpf_ringbuf_hdr { u32 len (| BUSY); u32 pg_off }: data starts at page 3
+            pg_off = RINGBUF_DATA_PGOFF + off // PAGE_SIZE
+            self._put(off, struct.pack("<II", size | BPF_RINGBUF_BUSY_BIT, pg_off))
+            # a 0-byte sample still needs an address that resolves: its region has 1 byte
+            buf = bytearray(self._get(off + BPF_RINGBUF_HDR_SZ, size)) or bytearray(1)
+            region = self.mem.map(buf, name=f"{self.name}.record", kind="ringbuf", owner=None)
             rec = Record(self, self.producer_pos, size, region)
             region.owner = rec
             self._records.append(rec)
@@ -125,7 +138,23 @@ class RingBufMap(MapBase):
             if rec is None or rec.state != "busy":
                 return -EINVAL
             rec.state = "discarded" if discard else "committed"
+            off = rec.pos & self.mask
+            self._put(off, struct.pack("<I", rec.size | (BPF_RINGBUF_DISCARD_BIT if discard else 0)))
+            self._put(off + BPF_RINGBUF_HDR_SZ, bytes(rec.region.buf[:rec.size]))
             return 0
+
+    def _get(self, off: int, n: int) -> bytes:
+        """n bytes of the data area from `off`, wrapping (the pages are mapped twice)."""
+        off &= self.mask
+        out = self._data[off:off + n]
+        return bytes(out + self._data[:n - len(out)])
+
+    def _put(self, off: int, data: bytes) -> None:
+        off &= self.mask
+        first = data[:self.max_entries - off]
+        self._data[off:off + len(first)] = first
+        rest = data[len(first):]
+        self._data[:len(rest)] = rest
 
     def submit(self, addr: int, flags: int = 0) -> int:
         return self.commit(addr, False)
@@ -167,7 +196,7 @@ class RingBufMap(MapBase):
             while self._records and self._records[0].state != "busy":
                 rec = self._records.popleft()
                 if rec.state == "committed":
-                    out.append(bytes(rec.region.buf))
+                    out.append(bytes(rec.region.buf[:rec.size]))
                 self._by_rid.pop(rec.region.rid, None)
                 self.mem.unmap(rec.region)
                 self.consumer_pos = rec.pos + rec.span
