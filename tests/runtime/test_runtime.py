@@ -193,3 +193,19 @@ def test_bad_test_run_arguments_are_usage_errors(rt, kw) -> None:
 def test_bad_load_source(rt) -> None:
     with pytest.raises(UsageError):
         rt.load(42)
+
+
+def test_deleted_value_readable_until_the_run_ends(backend) -> None:
+    coll = backend.load(str(FIX / "rcu.bpf.o"))
+    assert coll.programs["use_after_delete"].test_run(data=PKT).retval == 42
+
+
+def test_deferred_frees_wait_for_running_programs(rt) -> None:
+    done = []
+    rt.rcu_read_lock()
+    rt.defer_free(lambda: done.append(1))
+    assert done == []
+    rt.rcu_read_unlock()
+    assert done == [1]
+    rt.defer_free(lambda: done.append(2))
+    assert done == [1, 2]

@@ -44,8 +44,13 @@ class LoadedProgram(BpfProg):
         engine = self.engine
         if engine is None:
             raise UsageError(f"program '{self.name}' is freed")
-        with self.kernel.cpu_locks[cpu]:
-            r0 = engine.run(ctx_addr, program=self, cpu=cpu)
+        kernel = self.kernel
+        with kernel.cpu_locks[cpu]:
+            kernel.rcu_read_lock()
+            try:
+                r0 = engine.run(ctx_addr, program=self, cpu=cpu)
+            finally:
+                kernel.rcu_read_unlock()
             self.run_count += 1
             return r0, engine.last_insn_count
 

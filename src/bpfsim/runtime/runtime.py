@@ -76,6 +76,9 @@ class Runtime:
         self.trace = TracePipe(lambda: self.clock.now(CLOCK_MONOTONIC), self.task.comm, self.task.pid)
         self.timers = TimerManager(self)
         self._pins: Any = None
+        self._rcu = threading.Lock()
+        self._readers = 0                 # programs and callbacks running now (RCU readers)
+        self._deferred: list[Any] = []
         self._spin_locks: dict[int, threading.Lock] = {}
         self._spin_guard = threading.Lock()
         self._collections: list[Any] = []
@@ -156,7 +159,35 @@ class Runtime:
         if index is None:
             raise ExecutionError(f"callback {func_ptr:#x} is not a function pointer")
         with self.cpu_locks[cpu], self.trace.context(cpu, FLAGS_TIMER_SOFTIRQ):
-            return prog.call_function(index, tuple(args), cpu)
+            self.rcu_read_lock()
+            try:
+                return prog.call_function(index, tuple(args), cpu)
+            finally:
+                self.rcu_read_unlock()
+
+    # -- RCU: memory a running program may still hold ------------------------------------------
+    def rcu_read_lock(self) -> None:
+        """A program run or callback starts (the kernel runs BPF under rcu_read_lock)."""
+        with self._rcu:
+            self._readers += 1
+
+    def rcu_read_unlock(self) -> None:
+        """A run ends; the last one runs every deferred free (the grace period ends)."""
+        with self._rcu:
+            self._readers -= 1
+            pending = self._deferred if self._readers == 0 else []
+            if pending:
+                self._deferred = []
+        for fn in pending:
+            fn()
+
+    def defer_free(self, fn: Any) -> None:
+        """call_rcu: run `fn` once no program or callback is running (now, if none is)."""
+        with self._rcu:
+            if self._readers:
+                self._deferred.append(fn)
+                return
+        fn()
 
     def spin_lock(self, addr: int) -> None:
         """bpf_spin_lock: one lock per address (the value's 4-byte bpf_spin_lock)."""
