@@ -375,7 +375,10 @@ def test_absolute_u64_max_quirk(be):
         assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
     assert be.start(ARR, 0, U64_MAX, BPF_F_TIMER_ABS | pin) == 0
     be.wait(ms(50))
-    assert be.fired(ARR, 0) == 0
+    if be.name == "sim":
+        # On a real machine any other soft hrtimer expiring on CPU 0 (another process's, the
+        # network stack's) runs the walk too, so "not yet" only holds on an idle CPU.
+        assert be.fired(ARR, 0) == 0
     assert be.start(ARR, 1, ms(5), pin) == 0
     be.wait(ms(30))
     assert be.fired(ARR, 1) == 1 and be.fired(ARR, 0) == 1
@@ -392,7 +395,10 @@ def test_absolute_u64_max_quirk_across_bases(be, quirk_clock, trigger_clock):
     assert be.init(ARR, 1, trigger_clock) == 0 and be.set_cb(ARR, 1) == 0
     assert be.start(ARR, 0, U64_MAX, BPF_F_TIMER_ABS | pin) == 0
     be.wait(ms(50))
-    assert be.fired(ARR, 0) == 0
+    if be.name == "sim":
+        # On a real machine any other soft hrtimer expiring on CPU 0 (another process's, the
+        # network stack's) runs the walk too, so "not yet" only holds on an idle CPU.
+        assert be.fired(ARR, 0) == 0
     assert be.start(ARR, 1, ms(5), pin) == 0
     be.wait(ms(30))
     assert be.fired(ARR, 1) == 1 and be.fired(ARR, 0) == 1
@@ -640,3 +646,49 @@ def test_inner_map_without_user_fd_gets_eperm(backend):
         coll.close()
         if rt is not None:
             rt.close()
+
+
+# -- §6 mutual cancel across CPUs, with real time on both backends -------------------------------
+MODE_SPIN_CANCEL_OTHER = 6
+
+
+@pytest.mark.parametrize("backend", ["sim-real", pytest.param("kernel", marks=pytest.mark.kernel)])
+def test_concurrent_mutual_cancel_one_waits_other_edeadlk(backend):
+    """Timers pinned to CPU 0 and CPU 1 fire together; each callback spins (20 ms / 150 ms:
+    a wide gap, so a loaded machine cannot swap the order) and then cancels the other.  The
+    first to cancel waits for the other callback and gets 0;
+    the second finds itself being cancelled and gets -EDEADLK (helpers.c: `cancelling`)."""
+    if backend == "kernel":
+        why = kernel_skip_reason()
+        if why:
+            pytest.skip(why)
+        be = KernelBackend()
+
+        def on_cpu(cpu):
+            os.sched_setaffinity(0, {cpu})
+    else:
+        import bpfsim
+
+        be = SimBackend.__new__(SimBackend)
+        be.rt = bpfsim.Runtime(clock="real")
+        be.coll = be.rt.load(OBJ)
+        be.clock = be.rt.clock
+        be.wait = lambda ns: time.sleep(ns / 1e9)
+
+        def on_cpu(cpu):
+            be.rt.cpu = cpu
+    try:
+        for k, other, spin in ((0, 1, ms(20)), (1, 0, ms(150))):
+            assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+            assert be.mode(ARR, k, MODE_SPIN_CANCEL_OTHER, other | (spin << 8)) == 0
+        deadline = be.now() + ms(50)
+        for k in (0, 1):
+            on_cpu(k)
+            assert be.start(ARR, k, deadline, BPF_F_TIMER_ABS | BPF_F_TIMER_CPU_PIN) == 0
+        on_cpu(0)
+        be.wait(ms(400))
+        a, b = be.elem(ARR, 0), be.elem(ARR, 1)
+        assert (a["cpu"], b["cpu"]) == (0, 1)
+        assert (a["ret"], b["ret"]) == (0, -EDEADLK)
+    finally:
+        be.close()
