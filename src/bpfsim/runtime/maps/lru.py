@@ -8,8 +8,13 @@ simulation knows the CPU every operation runs on, the result is deterministic an
 kernel's for the same sequence of (operation, CPU) — including the famous surprise that a
 common-LRU map evicts before it is full when another CPU holds free nodes locally.
 
-Known difference: 6.18 keeps the local free list as a list_head (LIFO); we do the same.  Which
-*memory* a new element reuses can differ from newer kernels, which elements survive cannot.
+Where it differs from the kernel: the rqspinlock failure paths (a lock that cannot be taken
+leaves a node `pending_free`) never happen here, because nothing contends; and which *memory*
+(element address) a new insert reuses is only modelled as far as the free-list order goes
+(LIFO local lists), which no correct program can observe.  Which keys survive, which inserts
+fail and every helper return value match 6.18 for the same (operation, CPU) sequence:
+tests/runtime/test_maps.py::test_lru_matches_kernel and test_maps_programs.py check it, with
+program lookups setting ref bits and inserts from both CPUs.
 
 Nodes are created lazily: the never-used tail of a FREE list is a counter, so a large
 max_entries costs nothing until used.  Must not import anything of the map families.
