@@ -22,7 +22,7 @@ EINVAL = (1 << 64) - 22
 
 def run(coll) -> tuple[int, list[int]]:
     r = coll.programs["helpers"].test_run(data=PKT)
-    return r.retval, list(struct.unpack("<24Q", coll.maps[".bss"].raw[b"\0\0\0\0"]))
+    return r.retval, list(struct.unpack("<30Q", coll.maps[".bss"].raw[b"\0\0\0\0"]))
 
 
 def test_same_results_as_the_kernel(backend) -> None:
@@ -37,6 +37,7 @@ def test_same_results_as_the_kernel(backend) -> None:
     assert res[18] == 5                                       # spin-locked add
     assert res[19:21] == [0xAAAA, 0x7777]                     # csum_diff: 16-bit fold, any size
     assert res[21] == 1                                       # two prandom values differ
+    assert res[24:30] == [0, 0x1122334455667788, (1 << 64) - 34, 0, 4, 0]   # NULL: -ERANGE (x86)
 
 
 def test_ringbuf_records_in_order(backend) -> None:

@@ -158,28 +158,50 @@ def bpf_spin_unlock(env, lock, *_):
 
 
 # -- probe reads -------------------------------------------------------------------------------
-def _probe_read(env, dst, size, src) -> int:
-    # bpf_trace.c: bpf_probe_read_kernel_common: on a fault the buffer is zeroed, -EFAULT.
+# x86-64: copy_from_kernel_nofault_allowed refuses user-range addresses with -ERANGE.  bpfsim's
+# own regions sit low in the address space (region id << 32), so they are allowed explicitly;
+# any other address below this bound is "user memory" to a kernel read.
+USER_ADDR_END = 0x0000_7FFF_FFFF_F000 + 4096       # TASK_SIZE_MAX + PAGE_SIZE
+
+
+def _read_refused(env, src: int, kind: str) -> int:
+    """0 if the read may be attempted, else -errno.  A kernel read of a user-range address
+    is -ERANGE (copy_from_kernel_nofault_allowed); a user read of anything but a region of
+    kind "user" (emulated process memory) faults, since every other region is kernel memory."""
+    found = env.mem.find(src)
+    if kind == "user":
+        return 0 if found is not None and found[0].kind == "user" else -EFAULT
+    if found is None and src < USER_ADDR_END:
+        return -ERANGE
+    return 0
+
+
+def _probe_read(env, dst, size, src, kind: str) -> int:
+    # bpf_trace.c: bpf_probe_read_{kernel,user}_common: on any error the buffer is zeroed.
     if not size:
         return 0
+    err = _read_refused(env, src, kind)
     try:
+        if err:
+            raise MemoryFault("refused")
         data = env.mem.read(src, size)
     except MemoryFault:
         env.mem.write(dst, bytes(size))
-        return u64(-EFAULT)
+        return u64(err or -EFAULT)
     env.mem.write(dst, data)
     return 0
 
 
-def _probe_read_str(env, dst, size, src) -> int:
-    # strncpy_from_*_nofault: copies up to size-1 bytes plus NUL; returns the length
-    # including the NUL; on a fault the buffer's first byte... whole buffer is zeroed.
+def _probe_read_str(env, dst, size, src, kind: str) -> int:
+    # strncpy_from_{kernel,user}_nofault: copies up to size-1 bytes plus NUL and returns the
+    # length including the NUL; on a fault the whole buffer is zeroed.
     if not size:
         return 0
-    found = env.mem.find(src)
+    err = _read_refused(env, src, kind)
+    found = None if err else env.mem.find(src)
     if found is None:
         env.mem.write(dst, bytes(size))
-        return u64(-EFAULT)
+        return u64(err or -EFAULT)
     region, off = found
     chunk = bytes(region.buf[off:min(region.size, off + size - 1)])
     nul = chunk.find(0)
@@ -192,10 +214,23 @@ def _probe_read_str(env, dst, size, src) -> int:
     return len(chunk) + 1
 
 
-for _name in ("bpf_probe_read", "bpf_probe_read_kernel", "bpf_probe_read_user"):
-    helper(_name)(lambda env, dst, size, src, *_: _probe_read(env, dst, size & 0xFFFFFFFF, src))
-for _name in ("bpf_probe_read_str", "bpf_probe_read_kernel_str", "bpf_probe_read_user_str"):
-    helper(_name)(lambda env, dst, size, src, *_: _probe_read_str(env, dst, size & 0xFFFFFFFF, src))
+def _compat(src: int) -> str:
+    # bpf_probe_read_compat (x86 has non-overlapping address spaces): user below TASK_SIZE.
+    return "user" if src < USER_ADDR_END else "kernel"
+
+
+helper("bpf_probe_read_kernel")(
+    lambda env, dst, size, src, *_: _probe_read(env, dst, size & 0xFFFFFFFF, src, "kernel"))
+helper("bpf_probe_read_user")(
+    lambda env, dst, size, src, *_: _probe_read(env, dst, size & 0xFFFFFFFF, src, "user"))
+helper("bpf_probe_read")(
+    lambda env, dst, size, src, *_: _probe_read(env, dst, size & 0xFFFFFFFF, src, _compat(src)))
+helper("bpf_probe_read_kernel_str")(
+    lambda env, dst, size, src, *_: _probe_read_str(env, dst, size & 0xFFFFFFFF, src, "kernel"))
+helper("bpf_probe_read_user_str")(
+    lambda env, dst, size, src, *_: _probe_read_str(env, dst, size & 0xFFFFFFFF, src, "user"))
+helper("bpf_probe_read_str")(
+    lambda env, dst, size, src, *_: _probe_read_str(env, dst, size & 0xFFFFFFFF, src, _compat(src)))
 
 
 # -- strings -----------------------------------------------------------------------------------
