@@ -37,7 +37,7 @@ DEFAULT_REALTIME_NS = 1_767_225_600_000_000_000
 TAI_OFFSET_NS = 37_000_000_000           # TAI - UTC since 2017 (the kernel's default is 0
                                          # until NTP sets it; 37 s is what a synced host shows)
 DEFAULT_FIRING_LIMIT = 1_000_000          # advance(): a callback chain re-arming at 0 ns
-DEFAULT_IDLE_LIMIT = 10_000               # run_until_idle()
+DEFAULT_IDLE_LIMIT = 100_000              # run_until_idle()
 
 
 class Clock:
