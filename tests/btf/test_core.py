@@ -144,3 +144,13 @@ def test_matches_libbpf_against_running_kernel():
         assert (kind, insn, after) == ("patched", r.insn, res.new_val), (i, r, res)
         if res.validate:               # libbpf prints the instruction's value, == orig_val then
             assert before == res.orig_val, (i, r, res)
+
+
+def test_accepts_spec_core_relo():
+    """The loader's linked record (spec.CoreRelo: insn slot, access) works as well."""
+    from bpfsim.spec import CoreRelo as SpecCoreRelo
+
+    btf, ext = load_ext("core.bpf.o")
+    (r,) = ext.core_relos[".text"]
+    res = calc_relo(btf, SpecCoreRelo(7, r.type_id, r.access_str, r.kind), _target())
+    assert (res.orig_val, res.new_val) == (8, 16)

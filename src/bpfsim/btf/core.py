@@ -9,7 +9,7 @@ above `isa`.  Not ported: BPF_CORE_TYPE_MATCHES (kind 12) raises NotSupported.
 
 Typical use (a loader relocating against the running kernel's BTF):
     res = calc_relo(local_btf, relo, vmlinux_btf)   # relo: a btf.ext.CoreRelo
-    patch_insns(insns, relo.insn_off // 8, res)
+    patch_insns(insns, relo.insn, res)
 """
 
 from __future__ import annotations
@@ -35,10 +35,16 @@ POISON_IMM = 195896080       # 0xbad2310: "invalid func unknown#195896080"
 
 
 class Relo(Protocol):
-    insn_off: int
+    """btf.ext.CoreRelo (insn = byte offset / 8) or spec.CoreRelo (insn = linked slot)."""
+
     type_id: int
-    access_str: str
     kind: int
+
+    @property
+    def access(self) -> str: ...
+
+    @property
+    def insn(self) -> int: ...
 
 
 class _Poison(Exception):
@@ -205,7 +211,7 @@ def _is_flex_arr(btf: Btf, acc: Accessor | None, nelems: int) -> bool:
 
 def parse_spec(btf: Btf, relo: Relo) -> CoreSpec:
     """bpf_core_parse_spec: the access string as accessors and a bit offset."""
-    spec_str = relo.access_str
+    spec_str = relo.access
     spec = CoreSpec(btf, relo.type_id, relo.kind)
     bad = LinkError(f"CO-RE: invalid access string {spec_str!r} for [{relo.type_id}]"
                     f" {CORE_RELO_KINDS[relo.kind] if relo.kind < len(CORE_RELO_KINDS) else relo.kind}")
@@ -344,7 +350,7 @@ def _field_relo(relo: Relo, spec: CoreSpec | None, res: CoreResult, orig: bool) 
         elif relo.kind == FIELD_BYTE_SIZE:
             put(_resolve_size(btf, acc.type_id))
         else:
-            raise LinkError(f"CO-RE: relo {relo.kind} at insn #{relo.insn_off // 8} can't be applied "
+            raise LinkError(f"CO-RE: relo {relo.kind} at insn #{relo.insn} can't be applied "
                             "to array access")
         if orig:
             res.validate = True
@@ -359,7 +365,7 @@ def _field_relo(relo: Relo, spec: CoreSpec | None, res: CoreResult, orig: bool) 
         byte_off = bit_off // 8 // byte_sz * byte_sz
         while bit_off + bit_sz - byte_off * 8 > byte_sz * 8:
             if byte_sz >= 8:
-                raise LinkError(f"CO-RE: relo {relo.kind} at insn #{relo.insn_off // 8} can't be "
+                raise LinkError(f"CO-RE: relo {relo.kind} at insn #{relo.insn} can't be "
                                 "satisfied for bitfield")
             byte_sz *= 2
             byte_off = bit_off // 8 // byte_sz * byte_sz
@@ -472,10 +478,10 @@ def calc_relo(local_btf: Btf, relo: Relo, targ_btf: Btf, candidates: list[int] |
         if best is None:
             best, best_spec = cres, cspec
         elif cspec.bit_offset != best_spec.bit_offset:   # type: ignore[union-attr]
-            raise LinkError(f"CO-RE: relo at insn #{relo.insn_off // 8}: field offset ambiguity: "
+            raise LinkError(f"CO-RE: relo at insn #{relo.insn}: field offset ambiguity: "
                             f"{cspec.bit_offset} != {best_spec.bit_offset}")   # type: ignore[union-attr]
         elif cres.poison != best.poison or cres.new_val != best.new_val:
-            raise LinkError(f"CO-RE: relo at insn #{relo.insn_off // 8}: relocation decision ambiguity")
+            raise LinkError(f"CO-RE: relo at insn #{relo.insn}: relocation decision ambiguity")
     return best if best is not None else _calc(relo, local, None)
 
 
