@@ -16,8 +16,8 @@ import posixpath
 import threading
 from typing import Any
 
-from bpfsim.errors import PinError
-from bpfsim.runtime.kobject import BpfMap
+from bpfsim.errors import PinError, UsageError
+from bpfsim.runtime.kobject import BpfMap, KObject
 
 DEFAULT_ROOT = "/sys/fs/bpf"
 
@@ -107,6 +107,11 @@ class PinFS:
         is accepted (`pin(path, obj)` or `pin(obj, path)`)."""
         if not isinstance(path, str):
             path, obj = obj, path
+        for attr in ("kernel_map", "kobject"):   # a Map / Program handle: pin what it holds
+            if not isinstance(obj, KObject) and hasattr(obj, attr):
+                obj = getattr(obj, attr)
+        if not isinstance(obj, KObject):
+            raise UsageError(f"cannot pin {obj!r}: not a map or program")
         path = self._norm(path)
         with self._lock:
             self._check_parent(path)
