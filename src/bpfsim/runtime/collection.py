@@ -80,10 +80,21 @@ def load_collection(kernel: Any, source: Any, pin_root: str, *, verify: bool = T
 
 # -- adapters onto the maps package --------------------------------------------------------------
 def _create_map(kernel: Any, ms: MapSpec, btf: Any) -> Any:
-    """BPF_MAP_CREATE (runtime/maps/): a BpfMap holding one refcnt + one usercnt (ours)."""
+    """BPF_MAP_CREATE (runtime/maps/): a BpfMap holding one refcnt + one usercnt (ours).
+
+    Like libbpf (libbpf.c: bpf_object__create_map, "Retrying without BTF."), a map the kernel
+    refuses with BTF is created again without it (a timer in a PERCPU_ARRAY: -EOPNOTSUPP, then
+    a BTF-less map whose timer helpers the verifier rejects)."""
+    from bpfsim.errors import MapError
     from bpfsim.runtime.maps import create_map
 
-    return create_map(kernel, _kernel_named(ms), btf=btf)
+    named = _kernel_named(ms)
+    try:
+        return create_map(kernel, named, btf=btf)
+    except MapError:
+        if btf is None or not (ms.key_type_id or ms.value_type_id):
+            raise
+    return create_map(kernel, named, btf=None)
 
 
 def _kernel_named(ms: MapSpec) -> MapSpec:
