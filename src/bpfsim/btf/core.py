@@ -5,7 +5,7 @@ core_relos): candidate search by "essential" name (`task_struct___v2` matches
 `task_struct`), spec parsing and matching through anonymous members and arrays, the
 field/type/enum value calculations, candidate agreement, and instruction patching (poisoning
 with `call 0xbad2310` when the target lacks the field).  Must not import anything of bpfsim
-above `isa`.  Not ported: BPF_CORE_TYPE_MATCHES (kind 12) raises NotSupported.
+above `isa`.
 
 Typical use (a loader relocating against the running kernel's BTF):
     res = calc_relo(local_btf, relo, vmlinux_btf)   # relo: a btf.ext.CoreRelo
@@ -178,6 +178,76 @@ def types_are_compat(local_btf: Btf, local_id: int, targ_btf: Btf, targ_id: int,
     raise LinkError("CO-RE: types nested too deeply")
 
 
+def _names_match(local_name: str, targ_name: str) -> bool:
+    """bpf_core_names_match."""
+    if not targ_name:
+        return not local_name
+    return _essential(local_name) == _essential(targ_name)
+
+
+def types_match(local_btf: Btf, local_id: int, targ_btf: Btf, targ_id: int, behind_ptr: bool = False,
+                level: int = 32) -> bool:
+    """__bpf_core_types_match (BPF_CORE_TYPE_MATCHES): names, kinds and shapes, recursively."""
+    if level <= 0:
+        raise LinkError("CO-RE: types nested too deeply")
+    for _ in range(32):
+        lt, local_id = _skip(local_btf, local_id)
+        tt, targ_id = _skip(targ_btf, targ_id)
+        if not _names_match(lt.name, tt.name):
+            return False
+        lk = "UNKNOWN" if local_id == 0 else lt.kind
+        tk = "UNKNOWN" if targ_id == 0 else tt.kind
+        if lk == "UNKNOWN":
+            return tk == "UNKNOWN"
+        if lk == "FWD":
+            if behind_ptr:
+                if lk == tk:
+                    return lt.kflag == tt.kflag
+                return (tk == "STRUCT" and not lt.kflag) or (tk == "UNION" and lt.kflag)
+            return lk == tk and lt.kflag == tt.kflag
+        if lk in ("ENUM", "ENUM64"):
+            if tk not in ("ENUM", "ENUM64") or lt.size != tt.size or len(lt.values) > len(tt.values):
+                return False
+            return all(any(_names_match(lv.name, tv.name) for tv in tt.values) for lv in lt.values)
+        if lk in ("STRUCT", "UNION"):
+            if behind_ptr:
+                if lk == tk:
+                    return True
+                return tk == "FWD" and (lk == "UNION") == tt.kflag
+            if lk != tk or len(lt.members) > len(tt.members):
+                return False
+            for lm in lt.members:      # bpf_core_composites_match
+                if not any(_names_match(lm.name, tm.name)
+                           and types_match(local_btf, lm.type, targ_btf, tm.type, behind_ptr, level - 1)
+                           for tm in tt.members):
+                    return False
+            return True
+        if lk == "INT":
+            return (lk == tk and lt.size == tt.size
+                    and (lt.encoding & INT_SIGNED) == (tt.encoding & INT_SIGNED))
+        if lk == "PTR":
+            if lk != tk:
+                return False
+            behind_ptr = True
+            local_id, targ_id = lt.type, tt.type
+            continue
+        if lk == "ARRAY":
+            if lk != tk or lt.nelems != tt.nelems:
+                return False
+            local_id, targ_id = lt.type, tt.type
+            continue
+        if lk == "FUNC_PROTO":
+            if lk != tk or len(lt.params) != len(tt.params):
+                return False
+            for lp, tp in zip(lt.params, tt.params):
+                if not types_match(local_btf, lp.type, targ_btf, tp.type, behind_ptr, level - 1):
+                    return False
+            local_id, targ_id = lt.type, tt.type
+            continue
+        return False
+    raise LinkError("CO-RE: types nested too deeply")
+
+
 def _fields_are_compat(local_btf: Btf, local_id: int, targ_btf: Btf, targ_id: int) -> bool:
     """bpf_core_fields_are_compat."""
     for _ in range(len(local_btf.types) + 1):
@@ -293,7 +363,7 @@ def spec_match(local: CoreSpec, targ_btf: Btf, targ_id: int) -> CoreSpec | None:
     targ = CoreSpec(targ_btf, targ_id, local.kind)
     if local.kind in TYPE_KINDS:
         if local.kind == TYPE_MATCHES:
-            raise NotSupported("CO-RE type_matches relocation", detail="not ported from libbpf")
+            return targ if types_match(local.btf, local.root_type_id, targ_btf, targ_id) else None
         return targ if types_are_compat(local.btf, local.root_type_id, targ_btf, targ_id) else None
     if local.kind in ENUMVAL_KINDS:
         tt, targ_id = _skip(targ_btf, targ_id)
