@@ -417,9 +417,9 @@ class Checker:
 
     def _exit(self, st: State, regs: list[Reg], pc: int) -> State | None:
         r0 = regs[0]
-        if r0.kind == NOT_INIT:
-            raise Reject("R0 !read_ok", C.EACCES, pc)
         if len(st.frames) > 1:                              # return from a subprogram
+            # verifier.c: prepare_func_exit copies r0 as it is; an unset r0 only matters if
+            # the caller reads it (a void static function is fine)
             caller = st.frames[-2]
             cregs = list(caller.regs)
             cregs[0] = r0
@@ -427,6 +427,8 @@ class Checker:
                 cregs[r] = UNINIT
             frame = replace(caller, regs=tuple(cregs))
             return replace(st, pc=st.frame.ret_pc, frames=st.frames[:-2] + (frame,))
+        if r0.kind == NOT_INIT:
+            raise Reject("R0 !read_ok", C.EACCES, pc)
         if st.ret_range is not None:
             lo, hi = st.ret_range
             if r0.kind != SCALAR:
