@@ -90,3 +90,14 @@ def test_spin_lock_and_res_spin_lock_exclude_each_other():
     res = b.add(BtfType("STRUCT", "bpf_res_spin_lock", size=4, members=[Member("val", ids["u32"], 0)]))
     rec = b.field_record(_struct(b, "both", 8, ("l", ids["lock"], 0), ("r", res, 32)))
     assert not rec.valid and rec.errno == 22
+
+
+def test_timers_at_two_levels_last_one_is_cached():
+    """Uniqueness is checked per struct level, so two nested timers make a valid record whose
+    timer_off is the later one (btf_parse_fields overwrites rec->timer_off)."""
+    b, ids = _base()
+    timer = b.add(BtfType("STRUCT", "bpf_timer", size=16))
+    wrap = _struct(b, "wrap", 16, ("t", timer, 0))
+    v = _struct(b, "two_levels", 32, ("a", timer, 0), ("w", wrap, 128))
+    rec = b.field_record(v)
+    assert rec.valid and [f.offset for f in rec.fields] == [0, 16] and rec.timer_off == 16

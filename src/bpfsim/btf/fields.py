@@ -70,6 +70,7 @@ _NAMED = (("bpf_spin_lock", True), ("bpf_res_spin_lock", True), ("bpf_timer", Tr
           ("bpf_rb_root", False), ("bpf_refcount", False))
 _KPTR_TAGS = {"kptr_untrusted": "kptr_untrusted", "kptr": "kptr", "percpu_kptr": "percpu_kptr",
               "uptr": "uptr"}
+_UNIQUE = {kind for kind, unique in _NAMED if unique} | {"bpf_refcount"}
 _REPEATABLE = {"kptr", "kptr_untrusted", "percpu_kptr", "uptr", "bpf_list_head", "bpf_rb_root"}
 _NODE_OF = {"bpf_list_head": "bpf_list_node", "bpf_rb_root": "bpf_rb_node"}
 
@@ -102,8 +103,15 @@ class FieldRecord:
     fields: tuple[SpecialField, ...] = ()
     error: str | None = None
     errno: int | None = None
+    # btf_parse_fields caches timer_off etc. in *scan* order, so with two timers at different
+    # struct levels (each level has its own uniqueness check) the later one wins.
+    cached_offsets: tuple[tuple[str, int], ...] = ()
 
     def offset_of(self, kind: str) -> int | None:
+        """The kernel's `rec-><kind>_off` for unique kinds, else the first field of `kind`."""
+        for k, off in self.cached_offsets:
+            if k == kind:
+                return off
         for f in self.fields:
             if f.kind == kind:
                 return f.offset
@@ -351,4 +359,8 @@ def parse_fields(btf: Btf, tid: int, value_size: int | None = None) -> FieldReco
         return FieldRecord(valid=False, error=exc.why, errno=exc.errno)
     fields = sorted((SpecialField(i.kind, i.off, FIELD_LAYOUT[i.kind][0]) for i in infos),
                     key=lambda f: f.offset)
-    return FieldRecord(fields=tuple(fields))
+    cached: dict[str, int] = {}
+    for i in infos:
+        if i.kind in _UNIQUE:
+            cached[i.kind] = i.off
+    return FieldRecord(fields=tuple(fields), cached_offsets=tuple(cached.items()))
