@@ -1,8 +1,9 @@
 """`bpfsim disasm OBJ`: the text `llvm-objdump-19 -d OBJ` prints, from our own disassembler.
 
-The object is read with `bpfsim.elf.read_elf`; this module only picks the executable
-sections, their symbols and relocations, and (with `--source`) the BTF line_info source lines
-of `bpfsim.load_spec`, and hands them to `bpfsim.isa.disasm.listing`.
+The object is read with `bpfsim.elf.read_elf`, its `.BTF`/`.BTF.ext` with `bpfsim.btf`; this
+module picks the executable sections, their symbols and relocations, the BTF line_info
+source lines (`--source`) and the CO-RE relocation texts llvm-objdump prints with `-r`, and
+hands them to `bpfsim.isa.disasm.listing`.
 """
 
 from __future__ import annotations
@@ -11,14 +12,11 @@ from typing import Any
 
 import click
 
+from bpfsim.btf.btf import Btf
+from bpfsim.btf.ext import BtfExt, CoreRelo
 from bpfsim.cli.options import emit_json
-from bpfsim.elf.reader import (
-    STT_FILE,
-    STT_SECTION,
-    ElfObject,
-    Section,
-    read_elf,
-)
+from bpfsim.elf.reader import STT_FILE, STT_SECTION, ElfObject, Section, read_elf
+from bpfsim.errors import BpfError
 from bpfsim.isa.disasm import Reloc, SectionCode, listing, rows
 
 # BPF relocation type names as llvm-objdump prints them (llvm/BinaryFormat/ELFRelocs/BPF.def)
@@ -26,7 +24,10 @@ _RELOC_NAMES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BP
                 4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
 
 
-def _sections(obj: ElfObject, source: dict[tuple[int, int], list[str]] | None) -> list[SectionCode]:
+def _sections(obj: ElfObject, ext: tuple[Btf, BtfExt] | None = None, *,
+              source: bool = False) -> list[SectionCode]:
+    """The executable sections as `isa.disasm` wants them (with BTF: source lines if
+    `source`, and CO-RE notes)."""
     out: list[SectionCode] = []
     for sec in obj.sections:
         if not sec.is_exec:
@@ -38,8 +39,15 @@ def _sections(obj: ElfObject, source: dict[tuple[int, int], list[str]] | None) -
         relocs = [Reloc(r.offset, _RELOC_NAMES.get(r.type, f"Unknown ({r.type})"),
                         _reloc_symbol_name(obj, r.symbol), r.addend or None)
                   for r in sorted(sec.relocations, key=lambda r: r.offset)]
-        lines = {off: text for (idx, off), text in (source or {}).items() if idx == sec.index}
-        out.append(SectionCode(sec.name, sec.data, syms, relocs, lines))
+        lines: dict[int, list[str]] = {}
+        notes: dict[int, list[str]] = {}
+        if ext is not None:
+            btf, bext = ext
+            if source:
+                lines = _source_lines(bext, sec.name)
+            for relo in bext.core_relos.get(sec.name, ()):
+                notes.setdefault(relo.insn_off, []).append("CO-RE " + core_relo_text(btf, relo))
+        out.append(SectionCode(sec.name, sec.data, syms, relocs, lines, notes))
     return out
 
 
@@ -53,40 +61,163 @@ def _reloc_symbol_name(obj: ElfObject, index: int) -> str:
     return sym.name
 
 
-def _source_lines(path: str, obj: ElfObject) -> dict[tuple[int, int], list[str]]:
-    """(section index, byte offset) -> source lines, from each program's BTF line_info.
-
-    line_info slots are in the *linked* program; a slot belongs to the function (entry or
-    subprogram) that starts last at or before it, and that function's symbol says where its
-    code sits in the object.
-    """
-    import bpfsim
-
-    spec = bpfsim.load_spec(path)
-    where: dict[str, tuple[int, int]] = {}
-    for sym in obj.symbols:
-        if sym.type not in (STT_SECTION, STT_FILE) and sym.name and obj.symbol_section(sym):
-            where.setdefault(sym.name, (sym.shndx, sym.value))
-    out: dict[tuple[int, int], list[str]] = {}
-    for prog in spec.programs.values():
-        starts = sorted(((slot, name) for name, slot in prog.subprogram_starts.items()), reverse=True)
-        if not starts:
-            starts = [(0, prog.name)]
-        last: tuple[str, str, int] | None = None
-        for li in sorted(prog.line_info, key=lambda li: li.insn):
-            start, func = next(((slot, name) for slot, name in starts if slot <= li.insn),
-                               (0, prog.name))
-            if func not in where or not li.line:
-                continue
-            # like -S, a source line is not repeated while consecutive code stays on it
-            if last == (func, li.file, li.line_num):
-                continue
-            last = (func, li.file, li.line_num)
-            shndx, base = where[func]
-            key = (shndx, base + (li.insn - start) * 8)
-            if li.line not in out.get(key, []):
-                out.setdefault(key, []).append(li.line)
+def _source_lines(ext: BtfExt, section: str) -> dict[int, list[str]]:
+    """Byte offset -> source line, from .BTF.ext line_info; like `-S`, a line is not repeated
+    while consecutive records stay on the same file and line number."""
+    out: dict[int, list[str]] = {}
+    last: tuple[str, int] | None = None
+    for li in sorted(ext.line_info.get(section, ()), key=lambda li: li.insn_off):
+        if not li.line or last == (li.file_name, li.line_num):
+            continue
+        last = (li.file_name, li.line_num)
+        out.setdefault(li.insn_off, []).append(li.line)
     return out
+
+
+def _load_btf(obj: ElfObject) -> tuple[Btf, BtfExt] | None:
+    """The object's BTF and BTF.ext, or None when it has none or they do not parse (llvm-objdump
+    then prints no CO-RE lines either)."""
+    btf_sec, ext_sec = obj.section(".BTF"), obj.section(".BTF.ext")
+    if btf_sec is None or ext_sec is None:
+        return None
+    try:
+        btf = Btf.parse(btf_sec.data, obj.byteorder)
+        return btf, BtfExt.parse(ext_sec.data, btf, obj.byteorder)
+    except BpfError:
+        return None
+
+
+# ---- llvm's BTFParser::symbolize (llvm/lib/DebugInfo/BTF/BTFParser.cpp) ---------------------
+_KIND_NAMES = ("byte_off", "byte_sz", "field_exists", "signed", "lshift_u64", "rshift_u64",
+               "local_type_id", "target_type_id", "type_exists", "type_size", "enumval_exists",
+               "enumval_value", "type_matches")
+_FIELD_KINDS, _TYPE_KINDS, _ENUM_KINDS = range(0, 6), (6, 7, 8, 9, 12), (10, 11)
+_MODS = {"CONST": " const", "VOLATILE": " volatile", "RESTRICT": " restrict"}
+_TAGS = {"TYPEDEF": " typedef", "STRUCT": " struct", "UNION": " union", "ENUM": " enum",
+         "ENUM64": " enum"}
+
+
+class _Fail(Exception):
+    pass
+
+
+def core_relo_text(btf: Btf, relo: CoreRelo) -> str:
+    """llvm-objdump's description of a CO-RE relocation, e.g.
+    `<byte_off> [2] struct task::inner.a (0:1:0)` or `<enumval_value> [9] enum state::BUSY = 7`."""
+    kind = f"<{_KIND_NAMES[relo.kind]}>" if relo.kind < len(_KIND_NAMES) else f"<reloc kind #{relo.kind}>"
+    spec = relo.access_str
+    try:
+        return kind + _symbolize(btf, relo, spec)
+    except _Fail as exc:
+        return f"{kind} [{relo.type_id}] '{spec}' <{exc}>"
+
+
+def _find(btf: Btf, tid: int) -> Any:
+    return btf.types[tid] if 0 <= tid < len(btf.types) else None
+
+
+def _anon(name: str, idx: int) -> str:
+    return name if name else f"<anon {idx}>"
+
+
+def _skip(btf: Btf, t: Any) -> Any:
+    while t.kind in ("CONST", "VOLATILE", "RESTRICT", "TYPE_TAG", "TYPEDEF"):
+        base = _find(btf, t.type)
+        if base is None:
+            break
+        t = base
+    return t
+
+
+def _symbolize(btf: Btf, relo: CoreRelo, spec: str) -> str:
+    raw: list[int] = []
+    rest = spec
+    while rest:
+        digits = len(rest) - len(rest.lstrip("0123456789"))
+        if not digits:
+            raise _Fail("spec string is not a number")
+        raw.append(int(rest[:digits]))
+        rest = rest[digits:]
+        if not rest:
+            break
+        if rest[0] != ":":
+            raise _Fail(f"unexpected spec string delimiter: '{rest[0]}'")
+        rest = rest[1:]
+    cur = relo.type_id
+    t = _find(btf, cur)
+    if t is None:
+        raise _Fail(f"unknown type id: {cur}")
+    out = [f" [{cur}]"]
+    for _ in range(33):
+        if t.kind not in _MODS and t.kind != "TYPE_TAG":
+            break
+        out.append(_MODS.get(t.kind) or f' type_tag("{t.name}")')
+        cur = t.type
+        t = _find(btf, cur)
+        if t is None:
+            raise _Fail(f"unknown type id: {cur} in modifiers chain")
+    else:
+        raise _Fail("modifiers chain is too long")
+    if cur == 0:
+        out.append(" void")
+    else:
+        if t.kind == "FWD":
+            out.append(" fwd union" if t.kflag else " fwd struct")
+        else:
+            out.append(_TAGS.get(t.kind, ""))
+        out.append(" " + _anon(t.name, cur))
+    if relo.kind in _TYPE_KINDS:
+        if raw != [0]:
+            raise _Fail("unexpected type-based relocation spec: should be '0'")
+        return "".join(out)
+    out.append("::")
+    if relo.kind in _ENUM_KINDS:
+        t = _skip(btf, t)
+        if len(raw) != 1:
+            raise _Fail("unexpected enumval relocation spec size")
+        if t.kind not in ("ENUM", "ENUM64"):
+            raise _Fail(f"unexpected type kind for enum relocation: {t.kind_id}")
+        if len(t.values) <= raw[0]:
+            raise _Fail(f"bad value index: {raw[0]}")
+        v = t.values[raw[0]]
+        if t.kind == "ENUM":  # llvm reads the 32-bit value as int32, then widens it
+            val = v.value & 0xFFFFFFFF
+            val = val - (1 << 32) if val >> 31 else val
+        else:
+            val = v.value & ((1 << 64) - 1)
+            val = val - (1 << 64) if (t.kflag and val >> 63) else val
+        val = val if t.kflag else val & ((1 << 64) - 1)
+        out.append(f"{_anon(v.name, raw[0])} = {val}")
+        return "".join(out)
+    if relo.kind in _FIELD_KINDS:
+        if not raw:
+            raise _Fail("field spec too short")
+        if raw[0] != 0:
+            out.append(f"[{raw[0]}]")
+        for i in range(1, len(raw)):
+            t = _skip(btf, t)
+            idx = raw[i]
+            if t.kind in ("STRUCT", "UNION"):
+                if len(t.members) <= idx:
+                    raise _Fail(f"member index {idx} for spec sub-string {i} is out of range")
+                m = t.members[idx]
+                if i != 1 or raw[0] != 0:
+                    out.append(".")
+                out.append(_anon(m.name, idx))
+                t = _find(btf, m.type)
+                if t is None:
+                    raise _Fail(f"unknown member type id {m.type} for spec sub-string {i}")
+            elif t.kind == "ARRAY":
+                out.append(f"[{idx}]")
+                elem = t.type
+                t = _find(btf, elem)
+                if t is None:
+                    raise _Fail(f"unknown element type id {elem} for spec sub-string {i}")
+            else:
+                raise _Fail(f"unexpected type kind {t.kind_id} for spec sub-string {i}")
+        out.append(f" ({spec})")
+        return "".join(out)
+    raise _Fail(f"unknown relocation kind: {relo.kind}")
 
 
 @click.command("disasm")
@@ -100,7 +231,7 @@ def command(obj: str, show_relocs: bool, mcpu: str | None, source: bool, as_json
     """Disassemble OBJ exactly as llvm-objdump-19 -d does."""
     elf = read_elf(obj)
     alu32 = mcpu in ("v3", "v4")
-    secs = _sections(elf, _source_lines(obj, elf) if source else None)
+    secs = _sections(elf, _load_btf(elf), source=source)
     if as_json:
         doc: dict[str, Any] = {"file": obj, "sections": []}
         for sec in secs:
@@ -110,7 +241,8 @@ def command(obj: str, show_relocs: bool, mcpu: str | None, source: bool, as_json
                 {"insn": r.pc, "offset": r.pc * 8, "bytes": r.raw.hex(), "text": r.text,
                  "symbol": r.symbol,
                  "relocs": [{"offset": x.offset, "type": x.type_name, "symbol": x.symbol}
-                            for x in r.relocs],
+                            for x in r.relocs] + [{"offset": r.pc * 8, "type": "CO-RE", "symbol": n[6:]}
+                                                  for n in r.notes],
                  "source": list(r.source)}
                 for r in rows(sec, alu32=alu32, byteorder=elf.byteorder)]})
         emit_json(doc)

@@ -153,7 +153,9 @@ class SectionCode:
 
     `symbols` maps a byte offset to the names defined there (llvm-objdump prints one `<name>:`
     header per offset, the last name in symbol-table order); `lines` maps a byte offset to
-    the source lines to print before that instruction (`-S`).
+    the source lines to print before that instruction (`-S`); `notes` maps a byte offset to
+    extra relocation text printed with `-r` before the ELF relocations (llvm's
+    `CO-RE <byte_off> [2] struct task::pid (0:0)` lines from .BTF.ext).
     """
 
     name: str
@@ -161,6 +163,7 @@ class SectionCode:
     symbols: Mapping[int, Sequence[str]] = field(default_factory=dict)
     relocs: Sequence[Reloc] = ()
     lines: Mapping[int, Sequence[str]] = field(default_factory=dict)
+    notes: Mapping[int, Sequence[str]] = field(default_factory=dict)
 
 
 def _bytes_col(raw: bytes) -> str:
@@ -191,6 +194,7 @@ class Row:
     symbol: str | None = None
     relocs: tuple[Reloc, ...] = ()
     source: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def rows(sec: SectionCode, *, alu32: bool = False, byteorder: str = "little") -> list[Row]:
@@ -216,7 +220,7 @@ def rows(sec: SectionCode, *, alu32: bool = False, byteorder: str = "little") ->
         text = format_insn(ins, alu32=alu32, target=tgt)
         rl = tuple(r for k in range(nslots) for r in relocs.get(addr + k * INSN_SIZE, ()))
         out.append(Row(pc, sec.data[addr:addr + nslots * INSN_SIZE], text, sym_at.get(addr), rl,
-                       tuple(sec.lines.get(addr, ()))))
+                       tuple(sec.lines.get(addr, ())), tuple(sec.notes.get(addr, ()))))
         pc += nslots
     return out
 
@@ -236,6 +240,7 @@ def listing(filename: str, sections: Sequence[SectionCode], *, alu32: bool = Fal
             out.extend(f"; {line}\n" for line in row.source)
             out.append(f"{row.pc:8d}:\t{_bytes_col(row.raw)}\t{row.text}\n")
             if show_relocs:
+                out.extend(f"\t\t{row.pc * INSN_SIZE:016x}:  {note}\n" for note in row.notes)
                 for r in row.relocs:
                     add = "" if not r.addend else f"{r.addend:+#x}"
                     out.append(f"\t\t{r.offset:016x}:  {r.type_name}\t{r.symbol}{add}\n")
