@@ -122,6 +122,7 @@ class Checker:
         self.next_id = 1
         self.pending_callbacks: list[State] = []
         self.verified_callbacks: set[tuple] = set()
+        self.loop_heads = _loop_heads(prog.insns)
 
     # -- driver ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -166,7 +167,7 @@ class Checker:
         pc = state.pc
         n = self.visits.get(pc, 0) + 1
         self.visits[pc] = n
-        if n > WIDEN_AFTER:
+        if n > WIDEN_AFTER and pc in self.loop_heads:
             state = _widen(state)
         seen = self.seen.setdefault(pc, set())
         if state in seen:
@@ -673,13 +674,26 @@ def _mark_null(st: State, rid: int, *, null: bool) -> State:
     return replace(st, frames=frames)
 
 
+def _loop_heads(insns: Sequence[Instruction]) -> frozenset[int]:
+    """Targets of backward jumps: the only places where states are widened."""
+    heads = set()
+    for pc, insn in enumerate(insns):
+        cls = insn.opcode & 7
+        if cls not in (0x05, 0x06) or insn.lddw_tail or insn.opcode & 0xF0 in (0x80, 0x90):
+            continue
+        off = insn.imm if (cls == 0x06 and insn.opcode & 0xF0 == 0x00) else insn.off
+        if off < 0:
+            heads.add(pc + 1 + off)
+    return frozenset(heads)
+
+
 def _widen(st: State) -> State:
-    """Forget constants and pointer offsets that loops keep changing, so states converge."""
+    """Forget scalar constants that loops keep changing, so states at a loop head converge.
+    Pointers keep their offsets (a false "variable offset" rejection would be worse than
+    exploring more iterations, which the kernel does too)."""
     def w(r: Reg) -> Reg:
         if r.kind == SCALAR and not (r.smin == 0 and r.smax == 0):
             return UNKNOWN
-        if r.kind in (MAP_VALUE, MAP_KEY, MEM) and not r.var:
-            return replace(r, var=True, off=0)
         return r
 
     frames = tuple(replace(f, regs=tuple(w(r) for r in f.regs),
