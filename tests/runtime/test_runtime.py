@@ -209,3 +209,27 @@ def test_deferred_frees_wait_for_running_programs(rt) -> None:
     assert done == [1]
     rt.defer_free(lambda: done.append(2))
     assert done == [1, 2]
+
+
+def test_verifier_rejection_leaves_nothing(rt) -> None:
+    from bpfsim.errors import VerifierError
+
+    with pytest.raises(VerifierError):
+        rt.load(str(ROOT / "tests" / "fixtures" / "verifier" / "timer_on_stack.bpf.o"))
+    assert live_objects(rt, "map") == [] and live_objects(rt, "prog") == []
+    # verify=False loads it anyway (the structural and safety checks are skipped)
+    coll = rt.load(str(ROOT / "tests" / "fixtures" / "verifier" / "timer_on_stack.bpf.o"), verify=False)
+    assert coll.programs
+
+
+def test_unimplemented_helper_stops_the_run(rt) -> None:
+    from bpfsim.errors import NotSupported
+
+    spec = bpfsim.load_spec(EMPTY)
+    prog = spec.programs["empty_xdp"]
+    from bpfsim.isa.insn import Instruction
+
+    prog.instructions = [Instruction(0x85, imm=18), Instruction(0x95)]   # call bpf_skb_vlan_push
+    coll = rt.load(spec, verify=False)
+    with pytest.raises(NotSupported, match="bpf_skb_vlan_push"):
+        coll.programs["empty_xdp"].test_run(data=PKT)
