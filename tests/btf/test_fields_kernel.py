@@ -182,3 +182,60 @@ def test_record_matches_kernel(loaded, name):
         assert _kernel_record(b, cases, fd, name)[0] == ours[0]
     else:
         assert _kernel_record(b, cases, fd, name) == (ours[0], ours[0] or ours[1])
+
+
+def _load_case(name: str) -> Btf:
+    """One small BTF per case for BPF_BTF_LOAD's own struct scan (btf_parse_struct_metas)."""
+    b = Btf()
+    i32 = b.add(BtfType("INT", "int", size=4, encoding=1, nr_bits=32))
+    u32 = b.add(BtfType("INT", "unsigned int", size=4, nr_bits=32))
+    lock = b.add(BtfType("STRUCT", "bpf_spin_lock", size=4, members=[Member("val", u32, 0)]))
+    local = b.add(BtfType("STRUCT", "local_obj", size=8, members=[Member("x", i32, 0)]))
+
+    def ptr_tag(tag: str, target: int) -> int:
+        return b.add(BtfType("PTR", type=b.add(BtfType("TYPE_TAG", tag, type=target))))
+
+    def s(sname: str, size: int, *members: tuple, kflag: bool = False) -> int:
+        return b.add(BtfType("STRUCT", sname, size=size, kflag=kflag, members=[Member(*m) for m in members]))
+
+    if name == "lock_and_res_lock":
+        res = b.add(BtfType("STRUCT", "bpf_res_spin_lock", size=4, members=[Member("val", u32, 0)]))
+        s("v", 8, ("l", lock, 0), ("r", res, 32))
+    elif name == "misaligned_kptr":
+        s("v", 12, ("x", i32, 0), ("p", ptr_tag("kptr_untrusted", local), 32))
+    elif name == "lock_bitfield":
+        s("v", 8, ("l", lock, 0), ("a", u32, 32, 3), ("b", u32, 35, 5), kflag=True)
+    elif name == "kptr_to_int_with_lock":
+        s("v", 16, ("l", lock, 0), ("p", ptr_tag("kptr", i32), 64))
+    elif name == "list_head_untagged":
+        head = b.add(BtfType("STRUCT", "bpf_list_head", size=16))
+        s("v", 24, ("h", head, 0), ("l", lock, 128))
+    elif name == "list_head_ok":
+        head = b.add(BtfType("STRUCT", "bpf_list_head", size=16))
+        node = b.add(BtfType("STRUCT", "bpf_list_node", size=24))
+        s("elem", 32, ("v", i32, 0), ("n", node, 64))
+        root = s("root", 24, ("h", head, 0), ("l", lock, 128))
+        b.add(BtfType("DECL_TAG", "contains:elem:n", type=root, component_idx=0))
+    elif name == "uptr_only":
+        s("v", 8, ("p", ptr_tag("uptr", local), 0))
+    elif name == "kptr_ok":
+        s("v", 16, ("l", lock, 0), ("p", ptr_tag("kptr_untrusted", local), 64))
+    return b
+
+
+LOAD_CASES = {"lock_and_res_lock": 22, "misaligned_kptr": 14, "lock_bitfield": 22,
+              "kptr_to_int_with_lock": 22, "list_head_untagged": 22, "list_head_ok": None,
+              "uptr_only": None, "kptr_ok": None}
+
+
+@pytest.mark.parametrize("name", sorted(LOAD_CASES))
+def test_btf_load_error_matches_kernel(name):
+    if not kbpf.available():
+        pytest.skip("needs root and bpf(2)")
+    b = _load_case(name)
+    predicted = b.load_error()
+    assert (predicted[0] if predicted else None) == LOAD_CASES[name], predicted
+    fd, log = kbpf.btf_load(b.to_bytes())
+    if fd >= 0:
+        os.close(fd)
+    assert (None if fd >= 0 else -fd) == LOAD_CASES[name], log[-500:]

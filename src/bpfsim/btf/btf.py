@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bpfsim.btf import values
-from bpfsim.btf.fields import FieldRecord, parse_fields
+from bpfsim.btf.fields import FieldRecord, btf_load_error, parse_fields
 from bpfsim.btf.parse import StringTable, parse_btf, serialize_btf
 from bpfsim.btf.types import KIND_IDS, MAX_RESOLVE_DEPTH, MODIFIER_KINDS, VOID, BtfType, SpecialField
 from bpfsim.errors import LinkError, UsageError
@@ -180,6 +180,11 @@ class Btf:
         """The kernel's `btf_record` for a map value type (btf.c: btf_parse_fields).
         See `FieldRecord` (btf/fields.py) for what `.valid` False means."""
         return parse_fields(self, tid, value_size)
+
+    def load_error(self) -> tuple[int, str] | None:
+        """(errno, reason) if BPF_BTF_LOAD would refuse this BTF in its struct scan
+        (btf.c: btf_parse_struct_metas), else None.  See `fields.btf_load_error`."""
+        return btf_load_error(self)
 
     def special_fields(self, tid: int, value_size: int | None = None) -> list[SpecialField]:
         """The special fields the kernel manages in a value of type `tid`, sorted by offset;

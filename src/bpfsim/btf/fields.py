@@ -37,8 +37,9 @@ does not predict.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bpfsim.btf.types import MAX_RESOLVE_DEPTH, MODIFIER_KINDS, SpecialField
@@ -63,11 +64,19 @@ FIELD_LAYOUT: dict[str, tuple[int, int]] = {
     "kptr_untrusted": (8, 8),
     "percpu_kptr": (8, 8),
     "uptr": (8, 8),
+    "bpf_list_node": (24, 8),
+    "bpf_rb_node": (32, 8),
 }
 # btf_get_field_type's table for the map-value mask of map_check_btf (no list/rb nodes)
 _NAMED = (("bpf_spin_lock", True), ("bpf_res_spin_lock", True), ("bpf_timer", True),
           ("bpf_wq", True), ("bpf_task_work", True), ("bpf_list_head", False),
           ("bpf_rb_root", False), ("bpf_refcount", False))
+# ... and for the struct scan of BPF_BTF_LOAD (btf.c: btf_parse_struct_metas)
+_META_NAMED = (("bpf_spin_lock", True), ("bpf_res_spin_lock", True), ("bpf_list_head", False),
+               ("bpf_list_node", False), ("bpf_rb_root", False), ("bpf_rb_node", False),
+               ("bpf_refcount", False))
+_ALL_KPTRS = frozenset({"kptr", "kptr_untrusted", "percpu_kptr", "uptr"})
+_META_KPTRS = frozenset({"kptr", "kptr_untrusted", "percpu_kptr"})        # BPF_KPTR, no uptr
 _KPTR_TAGS = {"kptr_untrusted": "kptr_untrusted", "kptr": "kptr", "percpu_kptr": "percpu_kptr",
               "uptr": "uptr"}
 _UNIQUE = {kind for kind, unique in _NAMED if unique} | {"bpf_refcount"}
@@ -152,7 +161,8 @@ class FieldRecord:
 @dataclass
 class _Scanner:
     btf: Btf
-    found_unique: list[set[str]] = field(default_factory=list)
+    named: tuple[tuple[str, bool], ...] = _NAMED
+    kptr_kinds: frozenset[str] = _ALL_KPTRS
 
     def is_struct(self, tid: int) -> bool:
         return tid != 0 and self.btf.type(tid).kind in ("STRUCT", "UNION")
@@ -188,14 +198,14 @@ class _Scanner:
     # btf.c: btf_get_field_type
     def field_type(self, vtid: int, seen: set[str]) -> str | None:
         name = self.btf.type(vtid).name if vtid else ""
-        for kind, unique in _NAMED:
+        for kind, unique in self.named:
             if name == kind:
                 if unique:
                     if kind in seen:
                         raise _Fail(_errno.E2BIG, f"more than one {kind} in one struct")
                     seen.add(kind)
                 return kind
-        if not self.is_struct(vtid):
+        if self.kptr_kinds and not self.is_struct(vtid):
             return "kptr"
         return None
 
@@ -282,6 +292,8 @@ class _Scanner:
         if kind is None:
             raise _Fail(_errno.EINVAL, f"pointer at offset {off} has type tag '{tag.name}', which is "
                                        "not a kptr tag")
+        if kind not in self.kptr_kinds:
+            return None
         if not self.is_struct(self.skip_mods(tag.type)):
             raise _Fail(_errno.EINVAL, f"{kind} at offset {off} does not point to a struct")
         return _Info(kind, off)
@@ -326,12 +338,14 @@ class _Scanner:
             raise _Fail(_errno.ENOENT, f"no member '{info.graph_node}' for {info.kind}")
 
 
-def parse_fields(btf: Btf, tid: int, value_size: int | None = None) -> FieldRecord:
-    """The record map_check_btf would attach to a map whose value type is `tid`."""
+def parse_fields(btf: Btf, tid: int, value_size: int | None = None, *,
+                 for_btf_load: bool = False) -> FieldRecord:
+    """The record map_check_btf would attach to a map whose value type is `tid` (or, with
+    `for_btf_load`, the one btf_parse_struct_metas builds for a struct at BPF_BTF_LOAD)."""
     tid = btf.resolve(tid)               # syscall.c: btf_type_id_size skips modifiers
     if value_size is None:
         value_size = btf.size_of(tid)
-    sc = _Scanner(btf)
+    sc = _Scanner(btf, _META_NAMED, _META_KPTRS) if for_btf_load else _Scanner(btf)
     t = btf.type(tid)
     try:
         if t.kind in ("STRUCT", "UNION") and tid:
@@ -355,6 +369,8 @@ def parse_fields(btf: Btf, tid: int, value_size: int | None = None) -> FieldReco
             raise _Fail(_errno.EINVAL, "both bpf_spin_lock and bpf_res_spin_lock")
         if kinds & set(_NODE_OF) and not kinds & {"bpf_spin_lock", "bpf_res_spin_lock"}:
             raise _Fail(_errno.EINVAL, "bpf_list_head/bpf_rb_root need a bpf_spin_lock")
+        if "bpf_refcount" not in kinds and {"bpf_list_node", "bpf_rb_node"} <= kinds:
+            raise _Fail(_errno.EINVAL, "bpf_list_node and bpf_rb_node together need a bpf_refcount")
     except _Fail as exc:
         return FieldRecord(valid=False, error=exc.why, errno=exc.errno)
     fields = sorted((SpecialField(i.kind, i.off, FIELD_LAYOUT[i.kind][0]) for i in infos),
@@ -364,3 +380,35 @@ def parse_fields(btf: Btf, tid: int, value_size: int | None = None) -> FieldReco
         if i.kind in _UNIQUE:
             cached[i.kind] = i.off
     return FieldRecord(fields=tuple(fields), cached_offsets=tuple(cached.items()))
+
+
+_ALLOC_OBJ_FIELDS = ("bpf_spin_lock", "bpf_list_head", "bpf_list_node", "bpf_rb_root", "bpf_rb_node",
+                     "bpf_refcount")
+
+
+def btf_load_error(btf: Btf) -> tuple[int, str] | None:
+    """Predict BPF_BTF_LOAD's struct scan (btf.c: btf_parse_struct_metas): every struct with a
+    *direct* member of type bpf_spin_lock/list/rb/refcount (the first struct of that name) or a
+    kptr pointer must give a valid, non-empty record, else the whole BTF load fails with that
+    errno (an empty record is EFAULT).  None when the scan passes.  (Graph-ownership cycles,
+    btf_check_and_fixup_fields, are not checked.)"""
+    aof: set[int] = set()
+    for name in _ALLOC_OBJ_FIELDS:
+        with contextlib.suppress(LinkError):
+            aof.add(btf.find(name, "STRUCT"))
+    sc = _Scanner(btf, _META_NAMED, _META_KPTRS)
+    for tid in range(1, len(btf.types)):
+        with contextlib.suppress(_Fail):
+            if sc.kptr(tid, 0) is not None:
+                aof.add(tid)
+    if not aof:
+        return None
+    for tid, t in enumerate(btf.types):
+        if not tid or t.kind not in ("STRUCT", "UNION") or not any(m.type in aof for m in t.members):
+            continue
+        rec = parse_fields(btf, tid, t.size, for_btf_load=True)
+        if not rec.valid:
+            return rec.errno or _errno.EINVAL, f"{btf.describe(tid)}: {rec.error}"
+        if not rec.fields:
+            return _errno.EFAULT, f"{btf.describe(tid)}: special member found but no field record"
+    return None
