@@ -32,7 +32,8 @@ def _ret(ctx: bytes) -> int:
 
 def _ops(seed: int, n: int = 400) -> list[tuple[int, int, int]]:
     rnd = random.Random(seed)
-    return [(rnd.randrange(2), rnd.choice((0, 0, 1, 1, 1, 2, 3, 4)), rnd.randrange(40)) for _ in range(n)]
+    return [(rnd.randrange(2), rnd.choice((0, 0, 1, 1, 1, 2, 3, 4, 5)), rnd.randrange(40))
+            for _ in range(n)]
 
 
 def test_emulator_program_ops():
@@ -54,6 +55,12 @@ def test_emulator_program_ops():
         assert _ret(arr(ctx=_args(3, 0)).ctx) == -17
         assert _ret(arr(ctx=_args(0, 16)).ctx) == -7
         assert c.maps["hash"][3] == 3
+        for name in ("hash", "hash_np", "lru"):
+            run = c.programs[f"op_{name}"].test_run
+            run(ctx=_args(2, 4))                                        # make room
+            assert _ret(run(ctx=_args(0, 30)).ctx) == 0
+            assert _ret(run(ctx=_args(5, 30)).ctx) == 30                  # stale read still works
+            assert 30 not in c.maps[name]
 
 
 def _kernel_syscall_run(prog, ctx: bytes) -> bytes:

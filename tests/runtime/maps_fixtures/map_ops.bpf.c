@@ -5,7 +5,8 @@
 #include <bpf/bpf_helpers.h>
 
 struct args {
-	__u32 op;	// 0 update ANY, 1 lookup, 2 delete, 3 update NOEXIST, 4 update EXIST
+	__u32 op;	// 0 update ANY, 1 lookup, 2 delete, 3 update NOEXIST, 4 update EXIST,
+			// 5 lookup, delete, then read the value through the stale pointer
 	__u32 key;
 	__s64 ret;
 };
@@ -28,6 +29,11 @@ struct args {
 		case 2: a->ret = bpf_map_delete_elem(&name, &k); break;                  \
 		case 3: a->ret = bpf_map_update_elem(&name, &k, &v, BPF_NOEXIST); break; \
 		case 4: a->ret = bpf_map_update_elem(&name, &k, &v, BPF_EXIST); break;   \
+		case 5: /* read through a pointer to a just-deleted element (RCU) */   \
+			p = bpf_map_lookup_elem(&name, &k);                      \
+			if (!p) { a->ret = -1; break; }                           \
+			bpf_map_delete_elem(&name, &k);                           \
+			a->ret = (__s64)*p; break;                                \
 		}                                                                 \
 		return 0;                                                         \
 	}
