@@ -19,9 +19,21 @@ from bpfsim.isa.insn import Instruction, decode_slots
 from bpfsim.isa.opcodes import (
     BPF_ALU,
     BPF_ALU64,
+    BPF_ATOMIC,
+    BPF_CALL,
     BPF_CMPXCHG,
+    BPF_END,
+    BPF_EXIT,
+    BPF_IMM,
+    BPF_JA,
+    BPF_JCOND,
+    BPF_JMP,
+    BPF_JMP32,
     BPF_LDX,
     BPF_LOAD_ACQ,
+    BPF_MOV,
+    BPF_NEG,
+    BPF_ST,
     BPF_STX,
     FP,
     MAX_REG,
@@ -30,7 +42,7 @@ from bpfsim.isa.opcodes import (
     lookup,
 )
 
-__all__ = ["decode_program", "describe_invalid", "validate"]
+__all__ = ["decode_program", "describe_invalid", "kernel_words", "validate"]
 
 _FIELDS = ("dst", "src", "off", "imm")
 
@@ -39,25 +51,51 @@ def _field(insn: Instruction, name: str) -> int:
     return int(getattr(insn, name))
 
 
+def kernel_words(opcode: int) -> str:
+    """The verifier's message for a known opcode with bad fields (verifier.c: do_check,
+    check_alu_op, check_atomic, check_ld_abs, check_ld_imm)."""
+    cls, op, mode = opcode & 0x07, opcode & 0xF0, opcode & 0xE0
+    if cls in (BPF_ALU, BPF_ALU64):
+        name = {BPF_END: "BPF_END", BPF_NEG: "BPF_NEG", BPF_MOV: "BPF_MOV"}.get(op, "BPF_ALU")
+        return f"{name} uses reserved fields"
+    if cls == BPF_LDX:
+        return "BPF_LDX uses reserved fields"
+    if cls == BPF_ST:
+        return "BPF_ST uses reserved fields"
+    if cls == BPF_STX:
+        if mode == BPF_ATOMIC:
+            return "BPF_ATOMIC uses invalid atomic opcode"
+        return "BPF_STX uses reserved fields"
+    if cls in (BPF_JMP, BPF_JMP32):
+        return {BPF_JA: "BPF_JA uses reserved fields", BPF_CALL: "BPF_CALL uses reserved fields",
+                BPF_EXIT: "BPF_EXIT uses reserved fields", BPF_JCOND: "invalid may_goto"}.get(
+                    op, "BPF_JMP/JMP32 uses reserved fields")
+    if mode == BPF_IMM:
+        return "invalid BPF_LD_IMM insn"
+    return "BPF_LD_[ABS|IND] uses reserved fields"
+
+
 def describe_invalid(insn: Instruction) -> str:
-    """Why an instruction matches no row of the table (the closest rows' first bad field)."""
+    """Why an instruction matches no row of the table: the kernel's words, then the closest
+    row's first bad field."""
     rows = candidates(insn.opcode)
     if not rows:
-        return f"unknown opcode {insn.opcode:#04x}"
-    # the row that agrees on the most fixed fields tells the user what is wrong
-    def score(s: OpSpec) -> int:
+        return f"unknown opcode {insn.opcode:02x}"  # verifier.c: do_check
+
+    def score(s: OpSpec) -> int:  # the row that agrees on most fixed fields explains best
         return sum(_field(insn, k) == v for k, v in s.fixed)
 
     best = max(rows, key=score)
+    words = kernel_words(insn.opcode)
     for k, v in best.fixed:
         got = _field(insn, k)
         if got != v:
             if len({dict(r.fixed).get(k) for r in rows}) > 1 and score(best) == len(best.fixed) - 1:
                 vals = sorted({dict(r.fixed)[k] for r in rows if k in dict(r.fixed)})
-                return (f"opcode {insn.opcode:#04x}: invalid {k} {got:#x} "
+                return (f"{words}: opcode {insn.opcode:#04x} has invalid {k} {got:#x} "
                         f"(expected one of {', '.join(hex(x) for x in vals)})")
-            return f"{best.name}: reserved field {k} is {got:#x}, must be {v:#x}"
-    return f"opcode {insn.opcode:#04x}: invalid fields"  # pragma: no cover - lookup would match
+            return f"{words}: {best.name}: reserved field {k} is {got:#x}, must be {v:#x}"
+    return f"{words}: opcode {insn.opcode:#04x}"  # pragma: no cover - lookup would match
 
 
 def _unused_fields_zero(spec: OpSpec, insn: Instruction, pc: int) -> None:
@@ -67,15 +105,15 @@ def _unused_fields_zero(spec: OpSpec, insn: Instruction, pc: int) -> None:
         if name in fixed or name in spec.operands:
             continue
         if _field(insn, name) != 0:
-            raise ParseError(f"{spec.name}: reserved field {name} is {_field(insn, name):#x}, must be 0",
-                             insn=pc)
+            raise ParseError(f"{kernel_words(spec.opcode)}: {spec.name}: reserved field {name} is "
+                             f"{_field(insn, name):#x}, must be 0", insn=pc)
 
 
 def _check_regs(spec: OpSpec, insn: Instruction, pc: int) -> None:
     for name in ("dst", "src"):
         r = _field(insn, name)
-        if r > MAX_REG:
-            raise ParseError(f"{spec.name}: invalid register r{r} in {name}", insn=pc)
+        if r > MAX_REG:  # verifier.c: check_reg_arg
+            raise ParseError(f"R{r} is invalid: {spec.name} has register r{r} in {name}", insn=pc)
     # verifier.c: check_reg_arg "frame pointer is read only".  A store's dst is a base
     # address, not a written register; load-acquire writes dst, fetch atomics write src.
     cls, imm = spec.cls, spec.fixed_value("imm")
@@ -84,15 +122,14 @@ def _check_regs(spec: OpSpec, insn: Instruction, pc: int) -> None:
     writes_src = cls == BPF_STX and imm is not None and imm < BPF_LOAD_ACQ and bool(imm & 0x01) \
         and imm != BPF_CMPXCHG
     if (writes_dst and insn.dst == FP) or (writes_src and insn.src == FP):
-        raise ParseError(f"{spec.name}: frame pointer r10 is read only", insn=pc)
+        raise ParseError(f"frame pointer is read only: {spec.name} writes r10", insn=pc)
 
 
 def _check_special(spec: OpSpec, insn: Instruction, pc: int) -> None:
     if spec.name == "addr_space_cast" and insn.imm not in (1, 1 << 16):
-        # verifier.c: check_alu_op "addr_space_cast insn can only convert between
-        # address space 1 and 0"
-        raise ParseError(f"addr_space_cast: invalid address spaces imm {insn.imm:#x} "
-                         "(only 1 -> 0 and 0 -> 1)", insn=pc)
+        # verifier.c: check_alu_op
+        raise ParseError("addr_space_cast insn can only convert between address space 1 and 0 "
+                         f"(imm {insn.imm:#x})", insn=pc)
 
 
 def validate(insns: Sequence[Instruction]) -> None:
