@@ -319,3 +319,19 @@ def test_loading_a_spec_leaves_it_untouched():
     with bk.load(spec):
         pass
     assert spec.btf.to_bytes() == before
+
+
+def test_syscall_program_ctx_is_written_back_and_repeat_1_means_once():
+    from bpfsim.errors import KernelError
+    from bpfsim.uapi.constants import BPF_F_SLEEPABLE
+
+    store = Instruction(0x62, dst=1, off=0, imm=7)           # *(u32 *)(ctx + 0) = 7
+    p = ProgramSpec(name="sys", section="syscall", type=ProgType.SYSCALL, flags=BPF_F_SLEEPABLE,
+                    instructions=[store, Instruction(0xB7, dst=0, imm=3), EXIT])
+    with bk.load(_spec(p)) as coll:
+        r = coll.programs["sys"].test_run(ctx=bytes(8))
+        assert (r.retval, r.ctx, r.data) == (3, b"\x07\0\0\0" + bytes(4), None)
+        assert coll.programs["sys"].test_run(ctx=bytes(8), repeat=0).retval == 3
+        with pytest.raises(KernelError) as e:        # the program reads ctx: a ctx is required
+            coll.programs["sys"].test_run()
+        assert e.value.errno == 22

@@ -45,11 +45,23 @@ def test_helper_probe():
         probes.require_helper(ProgType.XDP, 100000, "nope")
 
 
-def test_feature_by_release(monkeypatch):
-    monkeypatch.setattr(probes, "kernel_release", lambda: (6, 6))
+def test_feature_by_release_and_by_probe(monkeypatch):
+    monkeypatch.setattr(probes, "kernel_release", lambda: (5, 16))
     assert probes.probe_feature("bpf_timer")
-    assert not probes.probe_feature("BPF_F_TIMER_CPU_PIN")
+    assert not probes.probe_feature("bpf_loop")
+    with pytest.raises(NotSupported, match="5.17"):
+        probes.require_feature("bpf_loop")
+    monkeypatch.setattr(probes, "probe_timer_flag", lambda flags: flags != 2)
     with pytest.raises(NotSupported, match="6.7"):
         probes.require_feature("BPF_F_TIMER_CPU_PIN")
     with pytest.raises(NotSupported):
         probes.probe_feature("no such thing")
+
+
+@pytest.mark.kernel
+def test_timer_flags_are_probed_by_running_a_program():
+    assert probes.probe_timer_flag(0)
+    assert probes.probe_feature("BPF_F_TIMER_ABS")
+    assert probes.probe_feature("BPF_F_TIMER_CPU_PIN")       # 6.7+, this machine is 6.18
+    assert not probes.probe_timer_flag(1 << 2)                # unknown flag: -EINVAL
+    probes.require_feature("BPF_F_TIMER_CPU_PIN")

@@ -12,9 +12,12 @@ import functools
 import os
 import re
 
-from bpfsim.errors import KernelError, NotSupported
+from bpfsim.btf import Btf, BtfType, Member, Param
+from bpfsim.errors import BpfError, KernelError, NotSupported
+from bpfsim.isa.insn import Instruction
 from bpfsim.kernel import syscall as sc
-from bpfsim.uapi.constants import BPF_F_NO_PREALLOC, AttachType, MapType, ProgType
+from bpfsim.spec.collection import CollectionSpec, FuncInfo, MapSpec, ProgramSpec, Reference
+from bpfsim.uapi.constants import BPF_F_NO_PREALLOC, BPF_F_SLEEPABLE, AttachType, MapType, ProgType
 
 BPFFS = "/sys/fs/bpf"
 
@@ -159,8 +162,84 @@ def probe_helper(prog_type: int, helper_id: int) -> bool:
     return True
 
 
+def _timer_probe_spec(flags: int) -> CollectionSpec:
+    """A SEC("syscall") program that arms a 1 s bpf_timer with `flags`, cancels it and
+    returns what bpf_timer_start said: 0, or -EINVAL for a flag this kernel does not know
+    (helpers.c: bpf_timer_start checks the flags before anything else).  Built by hand --
+    BTF (the timer must be BTF-described), func_info for the callback -- so the probe needs
+    no compiler and no file."""
+    btf = Btf()
+    int_id = btf.add(BtfType(kind="INT", name="int", size=4, encoding=1, nr_bits=32))
+    timer_id = btf.add(BtfType(kind="STRUCT", name="bpf_timer", size=16))
+    val_id = btf.add(BtfType(kind="STRUCT", name="val", size=16, members=[Member("t", timer_id, 0)]))
+    ptr_id = btf.add(BtfType(kind="PTR", type=0))
+    main_proto = btf.add(BtfType(kind="FUNC_PROTO", type=int_id, params=[Param("ctx", ptr_id)]))
+    cb_proto = btf.add(BtfType(kind="FUNC_PROTO", type=int_id,
+                               params=[Param("m", ptr_id), Param("k", ptr_id), Param("v", ptr_id)]))
+    main_fn = btf.add(BtfType(kind="FUNC", name="probe", type=main_proto, linkage=1))
+    cb_fn = btf.add(BtfType(kind="FUNC", name="cb", type=cb_proto, linkage=0))
+
+    insns: list[Instruction] = []
+    refs: list[Reference] = []
+
+    def emit(*xs: Instruction) -> int:
+        insns.extend(xs)
+        return len(insns) - len(xs)
+
+    def lddw(dst: int, src: int = 0, imm: int = 0) -> int:
+        return emit(Instruction(0x18, dst=dst, src=src, imm=imm), Instruction(0, lddw_tail=True))
+
+    emit(Instruction(0x62, dst=10, off=-4, imm=0))                            # *(u32 *)(fp-4) = 0
+    refs.append(Reference(insn=lddw(1), kind="map", target="tmap"))           # r1 = &tmap
+    emit(Instruction(0xBF, dst=2, src=10), Instruction(0x07, dst=2, imm=-4),  # r2 = fp - 4
+         Instruction(0x85, imm=1),                                            # map_lookup_elem
+         Instruction(0x55, dst=0, off=2, imm=0),                              # if r0 goto +2
+         Instruction(0xB7, dst=0, imm=-1), Instruction(0x95),                 # return -1
+         Instruction(0xBF, dst=6, src=0), Instruction(0xBF, dst=1, src=6))    # r6 = r1 = value
+    refs.append(Reference(insn=lddw(2), kind="map", target="tmap"))           # r2 = &tmap
+    emit(Instruction(0xB7, dst=3, imm=1), Instruction(0x85, imm=169),         # timer_init(MONOTONIC)
+         Instruction(0xBF, dst=1, src=6))
+    cb_ref = lddw(2, src=4)                                                   # r2 = cb
+    emit(Instruction(0x85, imm=170), Instruction(0xBF, dst=1, src=6))         # timer_set_callback
+    lddw(2, imm=1_000_000_000)                                                # r2 = 1 s
+    emit(Instruction(0xB7, dst=3, imm=flags), Instruction(0x85, imm=171),     # timer_start(flags)
+         Instruction(0xBF, dst=7, src=0), Instruction(0xBF, dst=1, src=6),
+         Instruction(0x85, imm=172),                                          # timer_cancel
+         Instruction(0xBF, dst=0, src=7), Instruction(0x95))                  # return start's ret
+    cb_at = emit(Instruction(0xB7, dst=0, imm=0), Instruction(0x95))          # cb: return 0
+    insns[cb_ref] = Instruction(0x18, dst=2, src=4, imm=cb_at - cb_ref - 1)
+
+    prog = ProgramSpec(name="probe", section="syscall", type=ProgType.SYSCALL, instructions=insns,
+                       references=refs, license="GPL", btf_func_id=main_fn, sleepable=True,
+                       flags=BPF_F_SLEEPABLE,   # verifier.c: syscall programs must be sleepable
+                       func_info=[FuncInfo(0, main_fn, "probe"), FuncInfo(cb_at, cb_fn, "cb")],
+                       subprogram_starts={"probe": 0, "cb": cb_at})
+    tmap = MapSpec(name="tmap", type=MapType.ARRAY, key_size=4, value_size=16, max_entries=1,
+                   key_type_id=int_id, value_type_id=val_id)
+    return CollectionSpec(maps={"tmap": tmap}, programs={"probe": prog}, btf=btf, license="GPL")
+
+
+@functools.cache
+def probe_timer_flag(flags: int) -> bool:
+    """Does bpf_timer_start accept `flags` here?  Runs the probe program of
+    `_timer_probe_spec`; False also when this kernel has no bpf_timer at all."""
+    from bpfsim.kernel.loader import load
+
+    try:
+        with load(_timer_probe_spec(flags)) as coll:
+            return coll.programs["probe"].test_run().retval == 0
+    except BpfError:
+        return False
+
+
+_TIMER_FLAGS = {"BPF_F_TIMER_ABS": 1, "BPF_F_TIMER_CPU_PIN": 2}
+
+
 def probe_feature(feature: str) -> bool:
-    """Features in FEATURE_SINCE, decided by the kernel release."""
+    """Features in FEATURE_SINCE: timer start flags by running a program that uses them,
+    the others by the kernel release."""
+    if feature in _TIMER_FLAGS:
+        return probe_timer_flag(_TIMER_FLAGS[feature])
     try:
         return _at_least(FEATURE_SINCE[feature])
     except KeyError:

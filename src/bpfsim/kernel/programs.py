@@ -23,6 +23,12 @@ _PACKET_TYPES = frozenset({ProgType.SOCKET_FILTER, ProgType.SCHED_CLS, ProgType.
                            ProgType.LWT_SEG6LOCAL, ProgType.XDP, ProgType.FLOW_DISSECTOR})
 
 
+# Types whose test_run takes no repeat and no ctx_out (test_run.c: syscall, raw_tp).
+_NO_REPEAT_TYPES = frozenset({ProgType.SYSCALL, ProgType.RAW_TRACEPOINT,
+                              ProgType.RAW_TRACEPOINT_WRITABLE})
+_NO_CTX_OUT_TYPES = frozenset({ProgType.RAW_TRACEPOINT, ProgType.RAW_TRACEPOINT_WRITABLE})
+
+
 def _ctx_bytes(prog_type: int, ctx: bytes | dict | None) -> bytes | None:
     """ctx as bytes, or a dict of `struct xdp_md` / `struct __sk_buff` fields packed with the
     emulator's layouts (runtime/contexts.py) so both backends take the same arguments."""
@@ -103,13 +109,19 @@ class KernelProgram:
         if repeat < 0:
             raise UsageError("repeat must be >= 0")
         ctx_in = _ctx_bytes(self.type, ctx)
+        if self.type in _NO_REPEAT_TYPES and repeat == 1:
+            # test_run.c: bpf_prog_test_run_syscall/_raw_tp refuse any repeat; 0 and 1 both
+            # mean "once", as in the emulator (the Python default is 1).
+            repeat = 0
         start = time.perf_counter_ns()
         # The kernel runs the program on the calling thread's CPU (BPF_F_TEST_RUN_ON_CPU is for
         # raw_tp only): pin the thread to `cpu` so per-CPU maps see the CPU the emulator uses.
         saved = _pin_thread(cpu)
         try:
             r = sc.prog_test_run(self._fd(), bytes(data or b""), ctx=ctx_in, repeat=repeat,
-                                 flags=flags, cpu=cpu, data_size_out=data_size_out)
+                                 flags=flags, cpu=cpu, data_size_out=data_size_out,
+                                 ctx_size_out=0 if self.type in _NO_REPEAT_TYPES else None,
+                                 ctx_in_place=self.type == ProgType.SYSCALL)
         except KernelError as e:
             raise KernelError(e.command, e.errno, f"program '{self.name}'") from None
         finally:
@@ -117,8 +129,9 @@ class KernelProgram:
         wall = (time.perf_counter_ns() - start) // max(repeat, 1)
         from bpfsim.runtime.testrun import TestRunResult
 
+        ctx_out = r.ctx if ctx_in and self.type not in _NO_CTX_OUT_TYPES else None
         return TestRunResult(retval=r.retval, data=r.data if self.type in _PACKET_TYPES else None,
-                             ctx=r.ctx if ctx_in is not None else None, duration_ns=r.duration_ns,
+                             ctx=ctx_out, duration_ns=r.duration_ns,
                              r0=r.retval, insns=0, wall_ns=wall, repeat=max(repeat, 1))
 
     def pin(self, path: str) -> None:

@@ -399,13 +399,17 @@ class TestRunResult:
 
 def prog_test_run(fd: int, data: bytes = b"", *, ctx: bytes | None = None, repeat: int = 1,
                   data_size_out: int | None = None, ctx_size_out: int | None = None,
-                  flags: int = 0, cpu: int = 0) -> TestRunResult:
+                  flags: int = 0, cpu: int = 0, ctx_in_place: bool = False) -> TestRunResult:
     """BPF_PROG_TEST_RUN.  Output buffers default to the input sizes plus headroom.
 
     The kernel reports ENOSPC when data_out is too small, after filling it
     (test_run.c: bpf_test_finish); we size it generously to avoid that: XDP may grow the
-    packet by up to a page of tailroom/headroom.
+    packet by up to a page of tailroom/headroom.  `ctx_in_place`: the program type writes
+    the ctx back into ctx_in and refuses a ctx_out (bpf_prog_test_run_syscall); the result's
+    `ctx` is then read from the ctx_in buffer.
     """
+    if ctx_in_place:
+        ctx_size_out = 0
     din = _cbuf(data) if data else None
     n_out = data_size_out if data_size_out is not None else (len(data) + 4096 if data else 0)
     dout = (ctypes.c_char * n_out)() if n_out else None
@@ -419,6 +423,8 @@ def prog_test_run(fd: int, data: bytes = b"", *, ctx: bytes | None = None, repea
     bpf(Cmd.PROG_TEST_RUN, a)
     data_out = bytes(dout)[: min(a.data_size_out, n_out)] if dout is not None else b""
     ctx_out = bytes(cout)[: min(a.ctx_size_out, c_out)] if cout is not None else b""
+    if ctx_in_place and cin is not None:
+        ctx_out = bytes(cin)[: len(ctx or b"")]
     return TestRunResult(a.retval, data_out, ctx_out, a.duration)
 
 
