@@ -335,3 +335,14 @@ def test_syscall_program_ctx_is_written_back_and_repeat_1_means_once():
         with pytest.raises(KernelError) as e:        # the program reads ctx: a ctx is required
             coll.programs["sys"].test_run()
         assert e.value.errno == 22
+
+
+def test_map_creation_error_retries_without_btf_like_libbpf():
+    spec = load_spec(ROOT / "tests/fixtures/verifier/timer_percpu_no_btf.bpf.o")
+    with pytest.raises(VerifierError, match="has to have BTF in order to use bpf_timer"):
+        bk.load(spec)
+    spec.programs.clear()
+    with bk.load(spec) as coll:
+        m = coll.maps["pcpu"]          # PERCPU_ARRAY + bpf_timer: EOPNOTSUPP with BTF
+        assert not m.kernel_btf and m.value_type_id   # created without, still decoded with
+        assert m[0] == [m[0][0]] * m.ncpus
