@@ -17,6 +17,7 @@ from bpfsim.errors import UsageError
 from bpfsim.isa.insn import Instruction, encode_slots
 from bpfsim.runtime.kobject import BpfProg
 from bpfsim.runtime.testrun import TestRunner, TestRunResult
+from bpfsim.runtime.trace import FLAGS_PROG_RUN
 from bpfsim.uapi.constants import ProgType
 from bpfsim.vm.interpreter import Interpreter
 
@@ -39,13 +40,14 @@ class LoadedProgram(BpfProg):
         self.run_count = 0
 
     # -- execution ------------------------------------------------------------------------------
-    def execute(self, ctx_addr: int, cpu: int) -> tuple[int, int]:
-        """Run once with r1 = ctx_addr on `cpu`, holding that CPU's lock; (r0, insns executed)."""
+    def execute(self, ctx_addr: int, cpu: int, trace_flags: str = FLAGS_PROG_RUN) -> tuple[int, int]:
+        """Run once with r1 = ctx_addr on `cpu`, holding that CPU's lock (and, inside it, the
+        trace context flags of the caller); (r0, insns executed)."""
         engine = self.engine
         if engine is None:
             raise UsageError(f"program '{self.name}' is freed")
         kernel = self.kernel
-        with kernel.cpu_locks[cpu]:
+        with kernel.cpu_locks[cpu], kernel.trace.context(cpu, trace_flags):
             kernel.rcu_read_lock()
             try:
                 r0 = engine.run(ctx_addr, program=self, cpu=cpu)

@@ -160,9 +160,8 @@ class TestRunner:
         repeat = max(1, repeat)
         r0 = insns = 0
         start = time.perf_counter_ns()
-        with self.kernel.trace.context(cpu, flags):
-            for _ in range(repeat):
-                r0, insns = self.prog.execute(c.address, cpu)
+        for _ in range(repeat):
+            r0, insns = self.prog.execute(c.address, cpu, flags)
         wall = (time.perf_counter_ns() - start) // repeat
         duration = wall if getattr(self.kernel.clock, "kind", "virtual") == "real" else 0
         return r0, insns, min(duration, 0xFFFFFFFF), wall
@@ -439,8 +438,7 @@ class TestRunner:
                 k[10:12] = data[12:14]                      # n_proto = eth->h_proto
                 struct.pack_into("<HH", k, 0, ETH_HLEN, ETH_HLEN)
                 struct.pack_into("<I", k, 48, keys_flags)
-                with self.kernel.trace.context(self._current_cpu(), FLAGS_SYSCALL):
-                    r0, insns = self.prog.execute(c.address, self._current_cpu())
+                r0, insns = self.prog.execute(c.address, self._current_cpu(), FLAGS_SYSCALL)
                 nhoff, thoff = struct.unpack_from("<HH", k, 0)
                 nhoff = min(max(nhoff, ETH_HLEN), size)     # clamp_t(u16, ...)
                 thoff = min(max(thoff, nhoff), size)
