@@ -25,6 +25,7 @@ from bpfsim.uapi.constants import (
     BPF_F_RDONLY,
     BPF_F_RDONLY_PROG,
     BPF_F_WRONLY,
+    BPF_F_ZERO_SEED,
     BPF_NOEXIST,
     MapType,
 )
@@ -717,3 +718,55 @@ def test_queue_stack_ringbuf_match_kernel():
                 [em.lookup_and_delete(None) for _ in range(3)]
         finally:
             sc.close(fd)
+
+
+def test_zero_seed_order_is_bucket_order(k):
+    from bpfsim.runtime.maps.jhash import htab_hash, jhash, jhash2
+
+    assert jhash(b"") == 0xDEADBEEF
+    assert jhash2((1, 2, 3, 4)) == htab_hash(struct.pack("<4I", 1, 2, 3, 4))
+    h = mk(k, T.HASH, 4, 8, 8, BPF_F_ZERO_SEED)
+    for i in range(8):
+        h.update(u32(i), u64(i))
+    keys = list(h.iter_keys())
+    buckets = [htab_hash(x) & 7 for x in keys]
+    assert buckets == sorted(buckets) and sorted(keys) == [u32(i) for i in range(8)]
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("mtype,ks", [(T.HASH, 4), (T.HASH, 6), (T.HASH, 13), (T.HASH, 16),
+                                      (T.LRU_HASH, 8), (T.PERCPU_HASH, 4)])
+def test_zero_seed_order_matches_kernel(mtype, ks):
+    """BPF_F_ZERO_SEED makes the kernel's bucket order knowable: get_next_key must agree,
+    through inserts, replacements (which move a key to its bucket's head) and deletes."""
+    _skip_without_kernel()
+    import random
+
+    from bpfsim.kernel import syscall as sc
+
+    rnd = random.Random(ks)
+    vs = 8
+    uvs = vs * 2 if mtype == T.PERCPU_HASH else vs
+    fd = sc.map_create(int(mtype), ks, vs, 64, flags=BPF_F_ZERO_SEED, name="zs")
+    kern = FakeKernel()
+    em = mk(kern, mtype, ks, vs, 64, BPF_F_ZERO_SEED)
+    pool = [bytes(rnd.randrange(256) for _ in range(ks)) for _ in range(80)]
+    old = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    try:
+        for _ in range(150):
+            key = rnd.choice(pool)
+            if rnd.random() < 0.25:
+                want = _kernel_errno(sc.map_delete, fd, key)
+                got = errno_of(em.delete, key)
+            else:
+                want = _kernel_errno(sc.map_update, fd, key, bytes(uvs))
+                got = errno_of(em.update, key, bytes(uvs))
+            assert got == want
+        order, key = [], None
+        while (key := sc.map_get_next_key(fd, key, ks)) is not None:
+            order.append(key)
+        assert list(em.iter_keys()) == order
+    finally:
+        os.sched_setaffinity(0, old)
+        sc.close(fd)

@@ -13,12 +13,16 @@ readable until the running program ends).
 
 Iteration order (get_next_key, for_each, dumps): the kernel walks its buckets in jhash order
 with a random seed, which nothing can predict; we use insertion order, and a replaced
-element keeps its key's place.  A missing key restarts from the first key, like the kernel.
+element keeps its key's place.  With BPF_F_ZERO_SEED the seed is 0 and the order is the
+kernel's exactly: bucket jhash(key) & (n_buckets - 1) in bucket order, newest first within a
+bucket (hlist_nulls_add_head_rcu; a replacement moves to the head).  A missing key restarts
+from the first key, like htab_map_get_next_key.
 Must not import `kernel` or `vm` internals.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +38,7 @@ from bpfsim.runtime.maps.base import (
     flags_access_ok,
     round_up,
 )
+from bpfsim.runtime.maps.jhash import htab_hash
 from bpfsim.runtime.maps.lru import BpfLru
 from bpfsim.uapi.constants import (
     BPF_EXIST,
@@ -93,6 +98,10 @@ class HashMap(MapBase):
                 me = self.max_entries // n * n
             self.max_entries = me
         self._table: dict[bytes, Element] = {}
+        self._zero_seed = bool(self.map_flags & BPF_F_ZERO_SEED)
+        self._n_buckets = 1 << max(self.max_entries - 1, 0).bit_length()   # roundup_pow_of_two
+        self._buckets: dict[int, list[bytes]] = {}     # ZERO_SEED: bucket -> keys, head first
+        self._nonempty: list[int] = []                 # sorted bucket numbers
         self._next: dict[bytes, bytes | None] = {}
         self._prev: dict[bytes, bytes | None] = {}
         self._head: bytes | None = None
@@ -112,11 +121,25 @@ class HashMap(MapBase):
         htab_alloc_check(spec, ncpus)
 
     # -- the table (insertion-ordered, O(1) next-key) -------------------------------------------
+    def _bucket(self, key: bytes) -> int:
+        return htab_hash(key) & (self._n_buckets - 1)
+
     def _link(self, key: bytes, e: Element) -> None:
-        if key in self._table:
-            self._table[key] = e       # a replacement keeps the key's place
-            return
+        """Insert `e` (or replace the key's element by the new `e`)."""
+        replaced = key in self._table
         self._table[key] = e
+        if self._zero_seed:
+            b = self._bucket(key)
+            chain = self._buckets.get(b)
+            if chain is None:
+                chain = self._buckets[b] = []
+                bisect.insort(self._nonempty, b)
+            if replaced:
+                chain.remove(key)
+            chain.insert(0, key)       # hlist_nulls_add_head_rcu
+            return
+        if replaced:
+            return                     # a replacement keeps the key's place
         self._prev[key] = self._tail
         self._next[key] = None
         if self._tail is None:
@@ -127,6 +150,14 @@ class HashMap(MapBase):
 
     def _unlink(self, key: bytes) -> Element:
         e = self._table.pop(key)
+        if self._zero_seed:
+            b = self._bucket(key)
+            chain = self._buckets[b]
+            chain.remove(key)
+            if not chain:
+                del self._buckets[b]
+                self._nonempty.pop(bisect.bisect_left(self._nonempty, b))
+            return e
         p, n = self._prev.pop(key), self._next.pop(key)
         if p is None:
             self._head = n
@@ -137,6 +168,19 @@ class HashMap(MapBase):
         else:
             self._prev[n] = p
         return e
+
+    def _zero_seed_next(self, key: bytes | None) -> bytes | None:
+        """htab_map_get_next_key over the real buckets."""
+        start = 0
+        if key is not None and key in self._table:
+            b = self._bucket(key)
+            chain = self._buckets[b]
+            i = chain.index(key)
+            if i + 1 < len(chain):
+                return chain[i + 1]
+            start = b + 1
+        j = bisect.bisect_left(self._nonempty, start)
+        return self._buckets[self._nonempty[j]][0] if j < len(self._nonempty) else None
 
     def __len__(self) -> int:
         return len(self._table)
@@ -202,6 +246,8 @@ class HashMap(MapBase):
 
     def _drop_storage(self) -> None:
         self._table.clear()
+        self._buckets.clear()
+        self._nonempty.clear()
         self._next.clear()
         self._prev.clear()
         self._head = self._tail = None
@@ -360,12 +406,17 @@ class HashMap(MapBase):
 
     def _next_key(self, key: bytes | None) -> bytes | None:
         with self.lock:
+            if self._zero_seed:
+                return self._zero_seed_next(key)
             if key is None or key not in self._table:
                 return self._head
             return self._next[key]
 
     def items_raw(self) -> list[tuple[bytes, Element]]:
+        """(key, element) in iteration order."""
         with self.lock:
+            if self._zero_seed:
+                return [(k, self._table[k]) for b in self._nonempty for k in self._buckets[b]]
             return list(self._table.items())
 
     # -- program side ---------------------------------------------------------------------------
