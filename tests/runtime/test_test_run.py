@@ -275,3 +275,11 @@ def test_multi_buffer_xdp_as_the_kernel(prog, data, ctx) -> None:
         kcoll.close()
         rt.close()
     assert (sim.retval, sim.data, sim.ctx) == (kern.retval, kern.data, kern.ctx)
+
+
+def test_cgroup_skb_dummy_socket(skb) -> None:
+    r = skb.programs["cg_sock"].test_run(data=packet())
+    assert r.retval == 1
+    out = struct.unpack("<8Q", skb.maps[".bss"].raw[b"\0\0\0\0"])
+    src, dst = 0x0100000A, 0x0200000A                     # 10.0.0.1 -> 10.0.0.2, as loaded
+    assert out == (2, src, dst, 2, src, dst, 7, (1 << 64) - 1)

@@ -188,6 +188,17 @@ class _HookedContext(ContextBase):
         return int.from_bytes(self.view[off:off + size], "little")
 
 
+# struct bpf_sock (what a program reads through skb->sk)
+SOCK_FIELDS: dict[str, tuple[int, int]] = {
+    "bound_dev_if": (0, 4), "family": (4, 4), "type": (8, 4), "protocol": (12, 4), "mark": (16, 4),
+    "priority": (20, 4), "src_ip4": (24, 4), "src_ip6": (28, 16), "src_port": (44, 4),
+    "dst_port": (48, 4), "dst_ip4": (52, 4), "dst_ip6": (56, 16), "state": (72, 4),
+    "rx_queue_mapping": (76, 4),
+}
+SOCK_SIZE = 80
+TCP_CLOSE = 7
+
+
 class SkbContext(_HookedContext):
     """`struct __sk_buff` over an emulated linear sk_buff.
 
@@ -206,6 +217,21 @@ class SkbContext(_HookedContext):
         self.packet = Packet(mem, room + aligned, room, data, name=name + ".pkt", owner=self)
         self.direct_access = direct_access
         self.hash_valid = False
+        # test_run.c gives the skb a dummy socket (sk_alloc + sock_init_data): read-only view.
+        self.sock = bytearray(SOCK_SIZE)
+        struct.pack_into("<I", self.sock, SOCK_FIELDS["state"][0], TCP_CLOSE)
+        struct.pack_into("<i", self.sock, SOCK_FIELDS["rx_queue_mapping"][0], -1)
+        self.sock_region = mem.map(self.sock, name=name + ".sk", kind="sock", writable=False,
+                                   owner=self)
+
+    def access(self, off: int, size: int, write: bool, value: int | None = None) -> int:
+        if off == SKB_FIELDS["sk"][0] and size == 8 and not write:
+            return self.sock_region.base
+        return super().access(off, size, write, value)
+
+    def release(self) -> None:
+        super().release()
+        self.mem.unmap(self.sock_region)
 
     def pointer(self, name: str) -> int:
         pkt = self.packet

@@ -29,6 +29,7 @@ from bpfsim.runtime.contexts import (
     SKB_FIELDS,
     SKB_SHARED_INFO_SIZE,
     SKB_SIZE,
+    SOCK_FIELDS,
     XDP_FIELDS,
     XDP_FRAME_SIZE,
     XDP_MD_SIZE,
@@ -226,18 +227,25 @@ class TestRunner:
         c.set_field("protocol", struct.unpack("<H", struct.pack(">H", proto))[0])
         # test_run.c: the dummy socket takes its family and addresses from the IP header.
         l3 = data[ETH_HLEN:]
+        sk = c.sock
         if proto == ETH_P_IP:
             c.set_field("family", AF_INET)
+            struct.pack_into("<I", sk, SOCK_FIELDS["family"][0], AF_INET)
             if len(l3) >= 20:
                 c.set_field("local_ip4", int.from_bytes(l3[12:16], "little"))
                 c.set_field("remote_ip4", int.from_bytes(l3[16:20], "little"))
+                sk[24:28] = l3[12:16]             # sk_rcv_saddr
+                sk[52:56] = l3[16:20]             # sk_daddr
         elif proto == ETH_P_IPV6:
             c.set_field("family", AF_INET6)
+            struct.pack_into("<I", sk, SOCK_FIELDS["family"][0], AF_INET6)
             if len(l3) >= 40:
                 off, _ = SKB_FIELDS["local_ip6"]
                 c.view[off:off + 16] = l3[8:24]
                 off, _ = SKB_FIELDS["remote_ip6"]
                 c.view[off:off + 16] = l3[24:40]
+                sk[28:44] = l3[8:24]
+                sk[56:72] = l3[24:40]
 
     @staticmethod
     def _skb_ctx_in(c: SkbContext, u: bytearray) -> None:
