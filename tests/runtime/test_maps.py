@@ -770,3 +770,41 @@ def test_zero_seed_order_matches_kernel(mtype, ks):
     finally:
         os.sched_setaffinity(0, old)
         sc.close(fd)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("vs,extra", [(4, 3), (6, 0), (16, 2)])
+def test_zero_seed_bloom_matches_kernel(vs, extra):
+    """With BPF_F_ZERO_SEED the bloom filter's bitset (and its false positives) is the kernel's."""
+    _skip_without_kernel()
+    import random
+
+    from bpfsim.errors import KernelError
+    from bpfsim.kernel import syscall as sc
+    from bpfsim.uapi.constants import Cmd
+
+    def call(cmd, fd, value):
+        v = sc._cbuf(value)
+        try:
+            sc.bpf(cmd, sc.MapElemAttr(map_fd=fd, key=0, value=sc._addr(v)))
+        except KernelError as e:
+            return e.errno
+        return 0
+
+    rnd = random.Random(vs)
+    fd = sc.map_create(int(T.BLOOM_FILTER), 0, vs, 5, flags=BPF_F_ZERO_SEED, map_extra=extra, name="bf")
+    em = mk(FakeKernel(), T.BLOOM_FILTER, 0, vs, 5, BPF_F_ZERO_SEED, extra)
+    try:
+        for _ in range(8):
+            v = bytes(rnd.randrange(256) for _ in range(vs))
+            assert call(Cmd.MAP_UPDATE_ELEM, fd, v) == 0
+            em.update(None, v)
+        positives = 0
+        for _ in range(500):
+            v = bytes(rnd.randrange(256) for _ in range(vs))
+            kernel_has = call(Cmd.MAP_LOOKUP_ELEM, fd, v) == 0
+            assert em.contains(v) == kernel_has
+            positives += kernel_has
+        assert positives > 0          # false positives happen, and happen alike
+    finally:
+        sc.close(fd)
