@@ -233,3 +233,9 @@ def test_unimplemented_helper_stops_the_run(rt) -> None:
     coll = rt.load(spec, verify=False)
     with pytest.raises(NotSupported, match="bpf_skb_vlan_push"):
         coll.programs["empty_xdp"].test_run(data=PKT)
+
+
+def test_verifier_log_of_accepted_programs(rt) -> None:
+    coll = rt.load(PINNED)
+    assert "processed" in coll.programs["count"].verifier_log
+    assert rt.load(EMPTY, verify=False).programs["empty_xdp"].verifier_log == ""

@@ -236,9 +236,9 @@ class _Loader:
     # -- programs -------------------------------------------------------------------------------
     def _load_program(self, name: str, ps: ProgramSpec) -> None:
         insns, used = self._resolve(ps)
-        if self.verify:
-            self._verify(ps)
+        log = self._verify(ps) if self.verify else ""
         self.progs[name] = LoadedProgram(self.kernel, ps, insns, used)
+        self.progs[name].verifier_log = log
 
     def _resolve(self, ps: ProgramSpec) -> tuple[list[Instruction], list[Any]]:
         """Write each referenced map's address into its lddw (docs: Instructions at run time)."""
@@ -264,14 +264,15 @@ class _Loader:
                 used.append(mp)
         return insns, used
 
-    def _verify(self, ps: ProgramSpec) -> None:
+    def _verify(self, ps: ProgramSpec) -> str:
+        """The verifier's log of an accepted program; VerifierError otherwise."""
         try:
             from bpfsim.verifier import map_info_from_spec, verify
         except ImportError:  # pragma: no cover - a tree without the verifier
-            return
+            return ""
         infos = {}
         for name, mp in self.maps.items():
             ms = self.spec.maps[name]
             has_btf = getattr(mp, "btf", None) is not None and bool(ms.value_type_id or ms.key_type_id)
             infos[name] = map_info_from_spec(ms, self.spec.btf, has_btf=has_btf)
-        verify(ps, infos, btf=self.spec.btf)
+        return verify(ps, infos, btf=self.spec.btf)

@@ -38,6 +38,7 @@ class LoadedProgram(BpfProg):
                                                       name=spec.name, program=self,
                                                       budget=kernel.insn_budget)
         self.run_count = 0
+        self.verifier_log = ""            # set by the loader: the log of the accepted program
 
     # -- execution ------------------------------------------------------------------------------
     def execute(self, ctx_addr: int, cpu: int, trace_flags: str = FLAGS_PROG_RUN) -> tuple[int, int]:
@@ -130,6 +131,11 @@ class Program:
     @property
     def info(self) -> dict[str, Any]:
         return self.kobject.info()
+
+    @property
+    def verifier_log(self) -> str:
+        """The verifier's log for this program ("" when loaded with verify=False)."""
+        return self.kobject.verifier_log
 
     # -- actions --------------------------------------------------------------------------------
     def test_run(self, data: bytes | None = None, ctx: Any = None, repeat: int = 1, cpu: int = 0,
