@@ -239,3 +239,11 @@ def test_verifier_log_of_accepted_programs(rt) -> None:
     coll = rt.load(PINNED)
     assert "processed" in coll.programs["count"].verifier_log
     assert rt.load(EMPTY, verify=False).programs["empty_xdp"].verifier_log == ""
+
+
+def test_tag_is_the_kernel_s(rt) -> None:
+    # `bpftool prog show` on 6.18 for the same objects
+    coll = rt.load(str(ROOT / "bench" / "objects" / "hash_map.bpf.o"))
+    assert coll.programs["hash_map_xdp"].info["tag"] == "a371bf77af5a780e"
+    coll = rt.load(str(FIX / "helpers.bpf.o"))
+    assert coll.programs["tail"].info["tag"] == "e8ec9c0bde786dda"

@@ -11,6 +11,7 @@ Must not import `kernel` (the real one).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any
 
 from bpfsim.errors import UsageError
@@ -18,7 +19,7 @@ from bpfsim.isa.insn import Instruction, encode_slots
 from bpfsim.runtime.kobject import BpfProg
 from bpfsim.runtime.testrun import TestRunner, TestRunResult
 from bpfsim.runtime.trace import FLAGS_PROG_RUN
-from bpfsim.uapi.constants import ProgType
+from bpfsim.uapi.constants import BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE, ProgType
 from bpfsim.vm.interpreter import Interpreter
 
 
@@ -69,13 +70,20 @@ class LoadedProgram(BpfProg):
     # -- identity -------------------------------------------------------------------------------
     @property
     def tag(self) -> str:
-        """Like the kernel's prog tag: the first 8 bytes of the SHA-1 of the instructions with
-        map addresses cleared (bpf_prog_calc_tag), in hex."""
-        cleared = [Instruction(i.opcode, i.dst, i.src, i.off, 0 if i.src in (1, 2) and i.opcode == 0x18
-                               else i.imm) if not i.lddw_tail else Instruction(i.opcode, i.dst, i.src,
-                                                                              i.off, 0, lddw_tail=True)
-                   for i in self.insns]
-        return hashlib.sha1(encode_slots(cleared)).hexdigest()[:16]
+        """The kernel's prog tag (core.c: bpf_prog_calc_tag): the first 8 bytes of the SHA-256
+        (SHA-1 before 6.18's switch) of the instructions with map references cleared, in hex."""
+        out: list[Instruction] = []
+        clear_next = False
+        for i in self.insns:
+            if clear_next:
+                out.append(replace(i, imm=0))
+                clear_next = False
+            elif i.opcode == 0x18 and i.src in (BPF_PSEUDO_MAP_FD, BPF_PSEUDO_MAP_VALUE):
+                out.append(replace(i, imm=0))
+                clear_next = True
+            else:
+                out.append(i)
+        return hashlib.sha256(encode_slots(out)).hexdigest()[:16]
 
     @property
     def type_name(self) -> str:
