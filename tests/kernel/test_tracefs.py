@@ -64,3 +64,32 @@ def test_kernel_trace_pipe_collects_from_creation():
     finally:
         k.close()
         sc.close(fd)
+
+
+def test_lines_of_other_processes_are_dropped_unless_foreign():
+    import subprocess
+    import sys
+    import threading
+
+    child = ("from bpfsim.kernel import syscall as sc\n"
+             f"fd = sc.prog_load(6, {PRINT_HI!r}, 'GPL')\n"
+             "sc.prog_test_run(fd, bytes(64))\n")
+    fd = sc.prog_load(6, PRINT_HI, "GPL")
+    try:
+        with TraceReader() as mine, TraceReader(foreign=True) as every:
+            subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
+            t = threading.Thread(target=sc.prog_test_run, args=(fd, bytes(64)))
+            t.start()
+            t.join()
+            got_mine: list[str] = []
+            got_every: list[str] = []
+            for _ in range(50):
+                got_mine += mine.read()
+                got_every += every.read()
+                if len([ln for ln in got_every if ln.endswith(": hi")]) >= 2:
+                    break
+                time.sleep(0.01)
+            assert len([ln for ln in got_every if ln.endswith(": hi")]) >= 2
+            assert len([ln for ln in got_mine if ln.endswith(": hi")]) == 1   # our thread's
+    finally:
+        sc.close(fd)

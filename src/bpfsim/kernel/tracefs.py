@@ -15,6 +15,7 @@ import contextlib
 import errno
 import itertools
 import os
+import re
 
 from bpfsim.errors import NotSupported
 
@@ -36,10 +37,38 @@ def _write(path: str, text: str) -> None:
         f.write(text)
 
 
-class TraceReader:
-    """A private tracefs instance collecting bpf_trace_printk events (bpf_printk's lines)."""
+# "comm-tid (tgid) [cpu] flags ts: ..." -- the "(tgid)" column is there because the instance
+# has options/record-tgid set; read() filters on it and removes it again.
+_LINE = re.compile(r"^(?P<head>.*?-\d+\s+)\(\s*(?P<tgid>[-\d]+)\)\s"
+                   r"(?P<rest>\s*\[\d+\]\s+(?P<flags>\S+)\s.*)$")
 
-    def __init__(self) -> None:
+
+def _filter(line: str, foreign: bool) -> str | None:
+    """The line without its tgid column, or None when it belongs to another process.
+
+    Kept: lines of this process (any thread), and lines from interrupt context -- a timer
+    callback runs in softirq on whatever task the CPU happened to be running (flags:
+    irqs-off, need-resched, hardirq/softirq 'h' 's' 'H', preempt depth, migrate-disable;
+    trace_output.c)."""
+    m = _LINE.match(line)
+    if m is None:
+        return line
+    flags = m.group("flags")
+    ours = m.group("tgid") == str(os.getpid()) or (len(flags) > 2 and flags[2] in "hsH")
+    if not (ours or foreign):
+        return None
+    return m.group("head") + m.group("rest")
+
+
+class TraceReader:
+    """A private tracefs instance collecting bpf_trace_printk events (bpf_printk's lines).
+
+    `foreign=False` (the default) keeps only this process's lines and interrupt-context ones
+    (see `_filter`); `foreign=True` keeps everything the kernel printed.  Lines have the
+    format of the global trace_pipe."""
+
+    def __init__(self, foreign: bool = False) -> None:
+        self.foreign = foreign
         root = tracefs_root()
         self.path = os.path.join(root, "instances", f"bpfsim-{os.getpid()}-{next(_counter)}")
         try:
@@ -49,6 +78,7 @@ class TraceReader:
         self._fd = -1
         self._partial = b""
         try:
+            _write(os.path.join(self.path, "options", "record-tgid"), "1")
             _write(os.path.join(self.path, EVENT), "1")
             _write(os.path.join(self.path, "tracing_on"), "1")
             self._fd = os.open(os.path.join(self.path, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
@@ -75,7 +105,8 @@ class TraceReader:
             chunks.append(data)
         buf = b"".join(chunks)
         *lines, self._partial = buf.split(b"\n")
-        return [ln.decode("utf-8", errors="replace") for ln in lines if ln]
+        out = (_filter(ln.decode("utf-8", errors="replace"), self.foreign) for ln in lines if ln)
+        return [ln for ln in out if ln is not None]
 
     def close(self) -> None:
         """Remove the instance (idempotent)."""
