@@ -85,6 +85,7 @@ class KernelCollection:
         self.pinned = pinned      # paths this load pinned (LIBBPF_PIN_BY_NAME), for reference
         self.backend = "kernel"
         self.closed = False
+        self.btf_error = ""       # why the kernel refused the object's BTF ("" = it did not)
 
     def close(self) -> None:
         """Drop every handle of the collection (idempotent)."""
@@ -107,9 +108,9 @@ class KernelCollection:
                 f"{' closed' if self.closed else ''}>")
 
 
-def load(source: str | os.PathLike | CollectionSpec, pin_root: str | None = None, *,
+def load(source: str | os.PathLike | bytes | CollectionSpec, pin_root: str | None = None, *,
          log_level: int = 0) -> KernelCollection:
-    """Load an object file (or a spec) into the kernel.  `log_level` > 0 asks for the
+    """Load an object file (a path or its bytes) or a spec into the kernel.  `log_level` > 0 asks for the
     verifier log of every program even on success (kept as `program.verifier_log`)."""
     spec = _spec_of(source)
     return _Loader(spec, pin_root, log_level).run()
@@ -118,11 +119,13 @@ def load(source: str | os.PathLike | CollectionSpec, pin_root: str | None = None
 def _spec_of(source: Any) -> CollectionSpec:
     if isinstance(source, CollectionSpec):
         return source.copy()
-    if isinstance(source, (str, os.PathLike)):
+    if isinstance(source, (str, os.PathLike, bytes, bytearray)):
         from bpfsim.spec.reader import load_spec
 
-        return load_spec(os.fspath(source))
-    raise UsageError(f"load() takes a path or a CollectionSpec, not {type(source).__name__}")
+        return load_spec(bytes(source) if isinstance(source, bytearray)
+                         else source if isinstance(source, bytes) else os.fspath(source))
+    raise UsageError(f"load() takes a path, the bytes of an object or a CollectionSpec, "
+                     f"not {type(source).__name__}")
 
 
 class _Loader:
@@ -134,7 +137,7 @@ class _Loader:
         self.log_level = log_level
         self.btf = spec.btf
         self.btf_fd = -1
-        self.fds: list[int] = []
+        self.btf_error = ""
         self.pinned: list[str] = []
         self.maps: dict[str, KernelMap] = {}
         self.reused: set[str] = set()
@@ -159,15 +162,15 @@ class _Loader:
         except BaseException:
             self._undo()
             raise
-        return KernelCollection(self.spec, self.maps, self.programs, self.btf_fd, self.pinned)
+        coll = KernelCollection(self.spec, self.maps, self.programs, self.btf_fd, self.pinned)
+        coll.btf_error = self.btf_error
+        return coll
 
     def _undo(self) -> None:
         for p in self.programs.values():
             p.close()
         for m in self.maps.values():
             m.close()
-        for fd in self.fds:
-            sc.close(fd)
         sc.close(self.btf_fd)
         for path in self.pinned:
             with contextlib.suppress(OSError):
@@ -190,23 +193,27 @@ class _Loader:
         return offs
 
     def _load_btf(self) -> None:
+        """libbpf.c: bpf_object__sanitize_and_load_btf.  BTF the kernel refuses is left out
+        ("BTF is optional, ignoring." -- it is mandatory only for struct_ops, which we do not
+        load): maps are then created without type ids and programs without func/line info.
+        The kernel's reason is kept in `btf_error` and shown if a program is refused."""
         if self.btf is None:
             return
         _sanitize_ksyms(self.btf)
         data = self.btf.to_bytes()
         try:
             self.btf_fd = sc.btf_load(data)
+            return
         except KernelError as e:
             if e.errno in (1, 38):   # EPERM / ENOSYS: not BTF's fault
                 raise
-            log = sc.Log(1 << 20)
-            try:
-                fd = sc.btf_load(data, log=log)
-            except KernelError:
-                lines = log.text.strip().splitlines()
-                raise KernelError("BPF_BTF_LOAD", e.errno,
-                                  f"load BTF: {lines[-1] if lines else 'rejected'}") from None
-            self.btf_fd = fd
+            first = e
+        log = sc.Log(1 << 20)
+        try:
+            self.btf_fd = sc.btf_load(data, log=log)   # accepted the second time: keep it
+        except KernelError:
+            lines = log.text.strip().splitlines()
+            self.btf_error = f"{first}: {lines[-1] if lines else 'rejected'}"
 
     # -- maps -------------------------------------------------------------------------------
     def _kernel_name(self, ms: MapSpec) -> str:
@@ -421,6 +428,9 @@ class _Loader:
             if first.errno in (1, 38) and not (log and log.text):
                 raise KernelError(first.command, first.errno, f"program '{name}': {first}") from None
             log = self._failure_log(ps, insns, license, args, log)
+            if self.btf_error:
+                log += (f"\n(the object's BTF was refused by the kernel and left out, as libbpf "
+                        f"does: {self.btf_error})\n")
             raise _verifier_error(name, first.errno, log) from None
         self.programs[name] = KernelProgram(fd, name=name, prog_type=ps.type, spec=ps,
                                             verifier_log=log.text if log else "")
