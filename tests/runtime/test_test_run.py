@@ -182,7 +182,8 @@ def test_checksum_helpers_match_the_kernel(skb) -> None:
 @pytest.mark.parametrize("obj, prog", [("skb", "tc_csum"), ("skb", "tc_store"), ("skb", "tc_fields"),
                                        ("skb", "sf_len"), ("xdp_adjust", "xdp_grow"),
                                        ("xdp_adjust", "xdp_meta"), ("xdp_adjust", "xdp_shrink"),
-                                       ("xdp_adjust", "xdp_bytes"), ("skb", "tc_pull")])
+                                       ("xdp_adjust", "xdp_bytes"), ("skb", "tc_pull"),
+                                       ("skb", "tc_tail")])
 def test_byte_for_byte_as_the_kernel(obj, prog) -> None:
     import bpfsim
     import bpfsim.kernel
@@ -283,3 +284,9 @@ def test_cgroup_skb_dummy_socket(skb) -> None:
     out = struct.unpack("<8Q", skb.maps[".bss"].raw[b"\0\0\0\0"])
     src, dst = 0x0100000A, 0x0200000A                     # 10.0.0.1 -> 10.0.0.2, as loaded
     assert out == (2, src, dst, 2, src, dst, 7, (1 << 64) - 1)
+
+
+def test_skb_change_tail(skb) -> None:
+    r = skb.programs["tc_tail"].test_run(data=packet())
+    assert r.retval == 0x1F | (164 << 8) | (40 << 20)
+    assert r.data == packet()[:40]

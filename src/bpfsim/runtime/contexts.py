@@ -111,6 +111,19 @@ class Packet:
     def bytes(self, start: int | None = None) -> bytes:
         return bytes(self.buf[self.head if start is None else start:self.tail])
 
+    def reserve_tail(self, mem: AddressSpace, end: int) -> None:
+        """Make the buffer reach offset `end` (pskb_expand_head): a new, larger region; the
+        old one is unmapped, so packet pointers from before fault (the verifier makes
+        programs reload them after such helpers)."""
+        if end <= len(self.buf):
+            return
+        buf = bytearray((end + 63) & ~63)
+        buf[:len(self.buf)] = self.buf
+        owner, name = self.region.owner, self.region.name
+        mem.unmap(self.region)
+        self.buf = buf
+        self.region = mem.map(buf, name=name, kind="packet", owner=owner)
+
 
 class ContextBase:
     """What every program context offers: the ctx address (r1), and cleanup."""
@@ -217,6 +230,7 @@ class SkbContext(_HookedContext):
         self.packet = Packet(mem, room + aligned, room, data, name=name + ".pkt", owner=self)
         self.direct_access = direct_access
         self.hash_valid = False
+        self.network = room       # buffer offset of the network header (skb_network_offset)
         # test_run.c gives the skb a dummy socket (sk_alloc + sock_init_data): read-only view.
         self.sock = bytearray(SOCK_SIZE)
         struct.pack_into("<I", self.sock, SOCK_FIELDS["state"][0], TCP_CLOSE)

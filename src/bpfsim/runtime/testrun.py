@@ -223,6 +223,7 @@ class TestRunner:
         if proto < 0x0600:          # !eth_proto_is_802_3: 802.2 or raw 802.3
             proto = ETH_P_802_3 if data[14:16] == b"\xff\xff" else ETH_P_802_2
         c.packet.head += ETH_HLEN
+        c.network = c.packet.head                 # skb_reset_network_header
         c.set_field("pkt_type", pkt_type)
         c.set_field("protocol", struct.unpack("<H", struct.pack(">H", proto))[0])
         # test_run.c: the dummy socket takes its family and addresses from the IP header.

@@ -41,6 +41,7 @@ BPF_F_MARK_ENFORCE = 1 << 6
 BPF_F_IPV6 = 1 << 7
 CSUM_MANGLED_0 = 0xFFFF
 BPF_F_INGRESS = 1 << 0
+LO_MTU = 65536
 TC_ACT_REDIRECT = 7
 
 
@@ -96,6 +97,25 @@ def bpf_skb_pull_data(env, skb, length, *_):
     # (skb_ensure_writable -> pskb_may_pull), -ENOMEM beyond.
     c = _ctx(env, skb, SkbContext)
     return u64(-ENOMEM) if (length & 0xFFFFFFFF) > c.packet.length else 0
+
+
+@helper("bpf_skb_change_tail")
+def bpf_skb_change_tail(env, skb, new_len, flags, *_):
+    # filter.c: __bpf_skb_change_tail: new_len between the network header offset
+    # (__bpf_skb_min_len) and lo's mtu + hard_header_len (__bpf_skb_max_len); growth is zeroed.
+    c = _ctx(env, skb, SkbContext)
+    pkt = c.packet
+    new_len &= 0xFFFFFFFF
+    min_len = max(0, c.network - pkt.head)
+    if flags or new_len > LO_MTU + ETH_HLEN or new_len < min_len:
+        return u64(-EINVAL)
+    end = pkt.head + new_len
+    if end > pkt.tail:
+        pkt.reserve_tail(env.mem, end)
+        pkt.buf[pkt.tail:end] = bytes(end - pkt.tail)
+    pkt.tail = end
+    c.sync_len()
+    return 0
 
 
 @helper("bpf_redirect")
