@@ -88,6 +88,11 @@ def test_empty_file(bpfsim_cli, cmd, tmp_path) -> None:
     bpfsim_cli(*OBJ_COMMANDS[cmd](empty)).expect_bad_input("not an ELF file")
 
 
+@pytest.mark.parametrize("cmd", ["run", "verify", "maps", "diff"])
+def test_device_is_refused_not_read_forever(bpfsim_cli, cmd) -> None:
+    bpfsim_cli(*OBJ_COMMANDS[cmd]("/dev/zero")).expect_bad_input("/dev/zero", "not a regular file")
+
+
 @pytest.mark.parametrize("cmd", sorted(OBJ_COMMANDS))
 def test_non_bpf_elf(bpfsim_cli, cmd) -> None:
     true = Path("/bin/true").resolve()
@@ -190,6 +195,8 @@ def test_malformed_btf_header(bpfsim_cli, tmp_path, cmd) -> None:
     (["run", TIMER, "--data", PACKET, "--prog", "nosuch"], ["no program named 'nosuch'", "bpf_prog1"]),
     (["run", TIMER, "--data", "/nonexistent/packet.bin"], ["--data", "/nonexistent/packet.bin"]),
     (["run", TIMER, "--ctx", "/nonexistent/ctx.bin"], ["--ctx", "/nonexistent/ctx.bin"]),
+    (["run", TIMER, "--data", "/dev/zero"], ["--data", "/dev/zero", "not a regular file"]),
+    (["run", TIMER, "--data", "/"], ["--data", "is a directory"]),
     (["run", TIMER, "--data", PACKET, "--clock", "sundial"], ["--clock", "sundial"]),
     (["run", TIMER, "--data", PACKET, "--backend", "qemu"], ["--backend", "qemu"]),
     (["run"], ["Missing argument 'OBJ'"]),

@@ -72,3 +72,15 @@ def test_conformance_exit_codes(repo, tmp_path) -> None:
     bad.write_text("-- asm\nmov %r0, 1\nexit\n-- result\n0x2\n")
     failed = _script("conformance", bad)
     assert failed.returncode == 1 and failed.stdout.endswith("0 passed, 1 failed\n")
+
+
+def test_object_from_a_pipe(repo) -> None:
+    """`bpfsim run <(cat x.bpf.o)`: a FIFO is a file to read (only devices are refused)."""
+    exe = SCRIPT if SCRIPT.exists() else shutil.which("bpfsim")
+    if exe is None or shutil.which("bash") is None:
+        pytest.skip("needs the console script and bash")
+    cmd = (f"{exe} run <(cat {repo}/examples/counter/counter.bpf.o) "
+           f"--data <(cat {repo}/examples/timer/packet.bin) --json")
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["program"] == "count_packets"

@@ -14,7 +14,7 @@ import click
 
 import bpfsim
 import bpfsim.kernel
-from bpfsim.cli.options import emit_json
+from bpfsim.cli.options import emit_json, not_a_file
 from bpfsim.errors import UsageError
 
 
@@ -40,8 +40,8 @@ def dump(target: str, map_name: str | None, as_json: bool) -> None:
         finally:
             handle.close()
     else:
-        if not path.is_file():
-            why = "is a directory" if path.is_dir() else "no such file"
+        why = not_a_file(path)
+        if why:
             raise click.BadParameter(f"{target}: {why}", param_hint="OBJ|PIN")
         # programs are loaded unverified: a rejected program must not hide the maps
         with bpfsim.Runtime() as rt, rt.load(path, verify=False) as coll:

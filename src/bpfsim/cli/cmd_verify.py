@@ -13,12 +13,12 @@ import click
 import bpfsim
 import bpfsim.kernel
 from bpfsim.cli.main import exit_with
-from bpfsim.cli.options import emit_json
+from bpfsim.cli.options import ObjectFile, emit_json
 from bpfsim.errors import VerifierError
 
 
 @click.command("verify")
-@click.argument("obj", type=click.Path(dir_okay=False))
+@click.argument("obj", type=ObjectFile())
 @click.option("--prog", "prog", metavar="NAME", help="Verify only this program.")
 @click.option("--log-level", type=click.IntRange(0, 2), default=0, show_default=True,
               help="0: the verdict and error line; 1 and 2: the full log.")

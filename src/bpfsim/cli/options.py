@@ -4,6 +4,8 @@ program, printing JSON.  Public API only."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,14 +16,45 @@ from bpfsim.errors import UsageError
 from bpfsim.units import parse_duration
 
 
+def not_a_file(path: str | os.PathLike[str]) -> str | None:
+    """Why `path` cannot be read as an input file, or None when it can.  A FIFO is fine; a
+    device is not (/dev/zero would be read forever)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "no such file"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if stat.S_ISDIR(mode):
+        return "is a directory"
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        return "not a regular file"
+    return None
+
+
 def read_bytes(path: str | None, what: str) -> bytes | None:
-    """The bytes of FILE for --data/--ctx, or None; a missing file is one clear error."""
+    """The bytes of FILE for --data/--ctx, or None; an unreadable path is one clear error."""
     if path is None:
         return None
-    p = Path(path)
-    if not p.is_file():
-        raise UsageError(f"--{what}: {path}: no such file")
-    return p.read_bytes()
+    why = not_a_file(path)
+    if why:
+        raise UsageError(f"--{what}: {path}: {why}")
+    return Path(path).read_bytes()
+
+
+class ObjectFile(click.Path):
+    """The OBJ argument: a path whose problems (missing, a directory, a device) are one clear
+    usage error; a missing file is left to the loader, whose message names its stage."""
+
+    def __init__(self) -> None:
+        super().__init__(dir_okay=False)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        path = super().convert(value, param, ctx)
+        why = not_a_file(path)
+        if why and why != "no such file":
+            self.fail(f"{value}: {why}", param, ctx)
+        return path
 
 
 def choose_program(spec: Any, name: str | None) -> str:
@@ -66,7 +99,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 RUN_OPTIONS = [
-    click.argument("obj", type=click.Path(dir_okay=False)),
+    click.argument("obj", type=ObjectFile()),
     click.option("--prog", "prog", metavar="NAME", help="Program to run (default: the only one)."),
     click.option("--data", "data", metavar="FILE", help="Packet / input data for test_run."),
     click.option("--ctx", "ctx", metavar="FILE", help="Context bytes for test_run."),
