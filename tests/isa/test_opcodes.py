@@ -82,4 +82,4 @@ def test_known_encodings():
     assert lookup(0x20, 0, 0, 4).name == "ldabsw"
     assert not candidates(0xFF)
     opcodes = {s.opcode for s in OPCODES}
-    assert len(opcodes) == 130  # 53 ALU, 28 JMP, 23 JMP32, 7 LDX, 4 ST, 4 STX, 4 ATOMIC, 7 LD
+    assert len(opcodes) == 129  # 53 ALU, 27 JMP, 23 JMP32, 7 LDX, 4 ST, 4 STX, 4 ATOMIC, 7 LD

@@ -259,9 +259,6 @@ def _build() -> tuple[OpSpec, ...]:
     add(OpSpec("ja", BPF_JMP | BPF_JA, "ja {tgt}", "goto {tgt}", fixed=(("dst", 0), ("src", 0), ("imm", 0))))
     add(OpSpec("ja32", BPF_JMP32 | BPF_JA, "ja32 {tgt32}", "gotol {tgt32}",
                fixed=(("dst", 0), ("src", 0), ("off", 0)), cpu=4))
-    add(OpSpec("gotox", BPF_JMP | BPF_JA | BPF_X, "gotox {d}", None, llvm_rt="gotox r{d}",
-               fixed=(("src", 0), ("off", 0), ("imm", 0)), cpu=4, group="gotox",
-               note="indirect jump through an insn_array map value (Linux 6.18); llvm-19 has no syntax"))
     add(OpSpec("may_goto", BPF_JMP | BPF_JCOND, "may_goto {tgt}", "may_goto {tgt}",
                fixed=(("dst", 0), ("src", BPF_MAY_GOTO), ("imm", 0)), cpu=4,
                note="bounded-loop escape (Linux 6.9)"))

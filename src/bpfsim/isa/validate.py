@@ -45,15 +45,16 @@ from bpfsim.isa.opcodes import (
 __all__ = ["decode_program", "describe_invalid", "kernel_words", "validate"]
 
 _FIELDS = ("dst", "src", "off", "imm")
+_RMW_IMMS = frozenset(s.fixed_value("imm") for s in candidates(0xDB)) - {BPF_LOAD_ACQ, 0x110}
 
 
 def _field(insn: Instruction, name: str) -> int:
     return int(getattr(insn, name))
 
 
-def kernel_words(opcode: int) -> str:
+def kernel_words(opcode: int, imm: int = 0) -> str:
     """The verifier's message for a known opcode with bad fields (verifier.c: do_check,
-    check_alu_op, check_atomic, check_ld_abs, check_ld_imm)."""
+    check_alu_op, check_atomic, check_ld_abs, check_ld_imm); checked against Linux 6.18."""
     cls, op, mode = opcode & 0x07, opcode & 0xF0, opcode & 0xE0
     if cls in (BPF_ALU, BPF_ALU64):
         name = {BPF_END: "BPF_END", BPF_NEG: "BPF_NEG", BPF_MOV: "BPF_MOV"}.get(op, "BPF_ALU")
@@ -64,11 +65,14 @@ def kernel_words(opcode: int) -> str:
         return "BPF_ST uses reserved fields"
     if cls == BPF_STX:
         if mode == BPF_ATOMIC:
-            return "BPF_ATOMIC uses invalid atomic opcode"
+            # verifier.c: check_atomic_rmw -- 8/16-bit atomics exist only as acquire/release
+            if opcode & 0x18 in (0x08, 0x10) and imm in _RMW_IMMS:
+                return "invalid atomic operand size"
+            return f"BPF_ATOMIC uses invalid atomic opcode {imm & 0xFFFFFFFF:02x}"
         return "BPF_STX uses reserved fields"
     if cls in (BPF_JMP, BPF_JMP32):
         return {BPF_JA: "BPF_JA uses reserved fields", BPF_CALL: "BPF_CALL uses reserved fields",
-                BPF_EXIT: "BPF_EXIT uses reserved fields", BPF_JCOND: "invalid may_goto"}.get(
+                BPF_EXIT: "BPF_EXIT uses reserved fields", BPF_JCOND: f"invalid may_goto imm {imm}"}.get(
                     op, "BPF_JMP/JMP32 uses reserved fields")
     if mode == BPF_IMM:
         return "invalid BPF_LD_IMM insn"
@@ -86,7 +90,7 @@ def describe_invalid(insn: Instruction) -> str:
         return sum(_field(insn, k) == v for k, v in s.fixed)
 
     best = max(rows, key=score)
-    words = kernel_words(insn.opcode)
+    words = kernel_words(insn.opcode, insn.imm)
     for k, v in best.fixed:
         got = _field(insn, k)
         if got != v:
@@ -105,7 +109,7 @@ def _unused_fields_zero(spec: OpSpec, insn: Instruction, pc: int) -> None:
         if name in fixed or name in spec.operands:
             continue
         if _field(insn, name) != 0:
-            raise ParseError(f"{kernel_words(spec.opcode)}: {spec.name}: reserved field {name} is "
+            raise ParseError(f"{kernel_words(spec.opcode, insn.imm)}: {spec.name}: reserved field {name} is "
                              f"{_field(insn, name):#x}, must be 0", insn=pc)
 
 
@@ -128,8 +132,8 @@ def _check_regs(spec: OpSpec, insn: Instruction, pc: int) -> None:
 def _check_special(spec: OpSpec, insn: Instruction, pc: int) -> None:
     if spec.name == "addr_space_cast" and insn.imm not in (1, 1 << 16):
         # verifier.c: check_alu_op
-        raise ParseError("addr_space_cast insn can only convert between address space 1 and 0 "
-                         f"(imm {insn.imm:#x})", insn=pc)
+        raise ParseError("addr_space_cast insn can only convert between address space 1 and 0: "
+                         f"imm {insn.imm:#x}", insn=pc)
 
 
 def validate(insns: Sequence[Instruction]) -> None:
@@ -167,7 +171,8 @@ def validate(insns: Sequence[Instruction]) -> None:
                                  "offset 0", insn=pc + 1)
             # ... "unrecognized bpf_ld_imm64 insn": map fd/idx take no value offset
             if spec.name in ("lddw_map_fd", "lddw_map_idx") and tail.imm:
-                raise ParseError(f"{spec.name}: second slot imm must be 0", insn=pc + 1)
+                raise ParseError(f"unrecognized bpf_ld_imm64 insn: {spec.name} takes no value "
+                                 "offset (second slot imm must be 0)", insn=pc + 1)
             tails.add(pc + 1)
             specs.append(None)
             pc += 2
@@ -198,7 +203,7 @@ def validate(insns: Sequence[Instruction]) -> None:
         spec = specs[last]
         # verifier.c: check_subprogs "last insn is not an exit or jmp" (no fall-through from
         # one subprogram into the next, nor off the end)
-        if spec is None or spec.name not in ("exit", "ja", "ja32", "gotox"):
+        if spec is None or spec.name not in ("exit", "ja", "ja32"):
             raise ParseError("last insn is not an exit or jmp", insn=last)
 
 
