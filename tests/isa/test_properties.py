@@ -93,3 +93,14 @@ _TOKENS = st.sampled_from(["r1", "w2", "%r3", "=", "+=", "*(u32 *)", "(", ")", "
 def test_assembler_raises_only_parse_error(text):
     with contextlib.suppress(ParseError):
         assemble(text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=80), st.booleans(), st.sampled_from(["little", "big"]))
+def test_listing_of_any_bytes_never_raises(data, alu32, order):
+    """llvm-objdump prints whatever is there; so do we (undefined slots as <unknown>)."""
+    from bpfsim.isa.disasm import SectionCode, listing
+
+    out = listing("x.o", [SectionCode(".text", data, {0: ["f"]})], alu32=alu32, byteorder=order,
+                  show_relocs=True)
+    assert out.startswith("\nx.o:\tfile format elf64-bpf\n")

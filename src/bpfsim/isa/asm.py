@@ -28,7 +28,7 @@ from bpfsim.errors import ParseError
 from bpfsim.isa.insn import Instruction, lddw_pair
 from bpfsim.isa.opcodes import OPCODES, OpSpec
 
-__all__ = ["assemble", "assemble_line"]
+__all__ = ["assemble"]
 
 _NUM = r"[+-]?\s*(?:0[xX][0-9a-fA-F]+|\d+)"
 _IDENT = r"[A-Za-z_.$][\w.$]*"
@@ -338,11 +338,6 @@ def _parse_line(text: str, line: int, dialect: str) -> _Parsed:
 
 
 _LABEL = re.compile(rf"^\s*({_IDENT})\s*:(.*)$")
-
-
-def assemble_line(text: str, dialect: str = "auto") -> list[Instruction]:
-    """Assemble one instruction without labels (targets must be numeric)."""
-    return assemble(text, dialect=dialect)
 
 
 def assemble(text: str, dialect: str = "auto") -> list[Instruction]:
