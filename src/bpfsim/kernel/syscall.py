@@ -244,7 +244,7 @@ def map_lookup(fd: int, key: bytes, value_size: int, flags: int = 0, *,
     For per-CPU maps `value_size` must be round_up(value_size, 8) * possible CPUs.  `value`
     pre-fills the value buffer (a bloom filter's lookup takes the value to test there).
     """
-    k = _cbuf(key)
+    k = _cbuf(key) if key else None   # no key: NULL (syscall.c: ___bpf_copy_key)
     v = _cbuf(value) if value is not None else (ctypes.c_char * max(value_size, 1))()
     a = MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(v), flags=flags)
     try:
@@ -258,13 +258,13 @@ def map_lookup(fd: int, key: bytes, value_size: int, flags: int = 0, *,
 
 def map_update(fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     """BPF_MAP_UPDATE_ELEM (flags: BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK)."""
-    k, v = _cbuf(key), _cbuf(value)
+    k, v = (_cbuf(key) if key else None), _cbuf(value)
     bpf(Cmd.MAP_UPDATE_ELEM, MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(v), flags=flags))
 
 
 def map_delete(fd: int, key: bytes) -> bool:
     """BPF_MAP_DELETE_ELEM; False when the key was absent (ENOENT), other errors raise."""
-    k = _cbuf(key)
+    k = _cbuf(key) if key else None   # no key: NULL (syscall.c: ___bpf_copy_key)
     try:
         bpf(Cmd.MAP_DELETE_ELEM, MapElemAttr(map_fd=fd, key=_addr(k)))
     except KernelError as e:
@@ -276,7 +276,7 @@ def map_delete(fd: int, key: bytes) -> bool:
 
 def map_get_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
     """BPF_MAP_GET_NEXT_KEY; `key=None` asks for the first key; None at the end (ENOENT)."""
-    k = _cbuf(key) if key is not None else None
+    k = _cbuf(key) if key else None
     nk = (ctypes.c_char * max(key_size, 1))()
     try:
         bpf(Cmd.MAP_GET_NEXT_KEY, MapElemAttr(map_fd=fd, key=_addr(k), value=_addr(nk)))
@@ -289,7 +289,7 @@ def map_get_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
 
 def map_lookup_and_delete(fd: int, key: bytes | None, value_size: int, flags: int = 0) -> bytes | None:
     """BPF_MAP_LOOKUP_AND_DELETE_ELEM (queue/stack take `key=None`); None when empty/absent."""
-    k = _cbuf(key) if key is not None else None
+    k = _cbuf(key) if key else None
     v = (ctypes.c_char * max(value_size, 1))()
     try:
         bpf(Cmd.MAP_LOOKUP_AND_DELETE_ELEM,
