@@ -183,7 +183,7 @@ def test_checksum_helpers_match_the_kernel(skb) -> None:
                                        ("skb", "sf_len"), ("xdp_adjust", "xdp_grow"),
                                        ("xdp_adjust", "xdp_meta"), ("xdp_adjust", "xdp_shrink"),
                                        ("xdp_adjust", "xdp_bytes"), ("skb", "tc_pull"),
-                                       ("skb", "tc_tail")])
+                                       ("skb", "tc_tail"), ("skb", "tc_vlan")])
 def test_byte_for_byte_as_the_kernel(obj, prog) -> None:
     import bpfsim
     import bpfsim.kernel
@@ -281,7 +281,7 @@ def test_multi_buffer_xdp_as_the_kernel(prog, data, ctx) -> None:
 def test_cgroup_skb_dummy_socket(skb) -> None:
     r = skb.programs["cg_sock"].test_run(data=packet())
     assert r.retval == 1
-    out = struct.unpack("<8Q", skb.maps[".bss"].raw[b"\0\0\0\0"])
+    out = struct.unpack("<8Q", skb.maps[".bss"].raw[b"\0\0\0\0"][:64])
     src, dst = 0x0100000A, 0x0200000A                     # 10.0.0.1 -> 10.0.0.2, as loaded
     assert out == (2, src, dst, 2, src, dst, 7, (1 << 64) - 1)
 
@@ -290,3 +290,13 @@ def test_skb_change_tail(skb) -> None:
     r = skb.programs["tc_tail"].test_run(data=packet())
     assert r.retval == 0x1F | (164 << 8) | (40 << 20)
     assert r.data == packet()[:40]
+
+
+def test_skb_vlan_push_pop(skb) -> None:
+    r = skb.programs["tc_vlan"].test_run(data=packet())
+    assert r.retval == 0
+    off = 64                                                   # vlan_out after sock_out[8]
+    out = struct.unpack("<8Q", skb.maps[".bss"].raw[b"\0\0\0\0"][off:off + 64])
+    assert out == (0, 0x10064, 0, 0xA888000100C8, 0x8100000044, 0, 0x8100010064, 0x800000040)
+    # the last push moved tag 100 from hw-accel into the packet
+    assert r.data == packet()[:12] + bytes.fromhex("81000064") + packet()[12:]

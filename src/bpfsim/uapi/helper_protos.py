@@ -109,6 +109,8 @@ _TABLE: dict[str, tuple[bool, str, tuple[str, ...]]] = {
     "bpf_xdp_store_bytes": (False, _INT, (_CTX, _ANY, _MEM_RO, _SIZE)),
     "bpf_skb_pull_data": (False, _INT, (_CTX, _ANY)),
     "bpf_skb_change_tail": (False, _INT, (_CTX, _ANY, _ANY)),
+    "bpf_skb_vlan_push": (False, _INT, (_CTX, _ANY, _ANY)),
+    "bpf_skb_vlan_pop": (False, _INT, (_CTX,)),
     "bpf_redirect": (False, _INT, (_ANY, _ANY)),
     # timers (kernel/bpf/helpers.c; implemented in runtime/helpers/timer.py)
     "bpf_timer_init": (True, _INT, ("ARG_PTR_TO_TIMER", _MAP, _ANY)),

@@ -118,6 +118,87 @@ def bpf_skb_change_tail(env, skb, new_len, flags, *_):
     return 0
 
 
+# -- VLAN (net/core/skbuff.c: skb_vlan_push / skb_vlan_pop on a test_run skb) ---------------
+ETH_P_8021Q, ETH_P_8021AD = 0x8100, 0x88A8
+VLAN_HLEN = 4
+
+
+def _be16_field(v: int) -> int:
+    """A host-order 16-bit value as the __be16 the skb (and __sk_buff) holds, read as u32."""
+    return struct.unpack("<H", struct.pack(">H", v & 0xFFFF))[0]
+
+
+def _from_be16_field(v: int) -> int:
+    return struct.unpack(">H", struct.pack("<H", v & 0xFFFF))[0]
+
+
+def _vlan_put_hwaccel(c: SkbContext, proto: int, tci: int) -> None:
+    c.set_field("vlan_proto", _be16_field(proto))
+    c.set_field("vlan_tci", tci & 0xFFFF)
+    c.set_field("vlan_present", 1 if (proto or tci) else 0)   # skb_vlan_tag_present: vlan_all
+
+
+def _vlan_data_pop(c: SkbContext) -> int | tuple[int, int]:
+    """__skb_vlan_pop: remove the tag in the packet; (tci, inner proto) or -errno."""
+    pkt = c.packet
+    if pkt.length < ETH_HLEN + VLAN_HLEN:
+        return -ENOMEM                                          # skb_ensure_writable
+    h = pkt.head
+    tci, inner = struct.unpack_from(">HH", pkt.buf, h + ETH_HLEN)
+    pkt.buf[h + VLAN_HLEN:h + VLAN_HLEN + 12] = pkt.buf[h:h + 12]
+    pkt.head += VLAN_HLEN
+    c.network = max(c.network, pkt.head + ETH_HLEN)
+    if inner >= 0x0600:                                         # vlan_set_encap_proto
+        c.set_field("protocol", _be16_field(inner))
+    c.sync_len()
+    return tci, inner
+
+
+@helper("bpf_skb_vlan_push")
+def bpf_skb_vlan_push(env, skb, vlan_proto, vlan_tci, *_):
+    c = _ctx(env, skb, SkbContext)
+    proto = _from_be16_field(vlan_proto)
+    if proto not in (ETH_P_8021Q, ETH_P_8021AD):
+        proto = ETH_P_8021Q
+    if c.field("vlan_present"):
+        # the current hw-accelerated tag moves into the packet (__vlan_insert_tag)
+        pkt = c.packet
+        if pkt.head < VLAN_HLEN:
+            return u64(-ENOMEM)
+        old_proto = c.field("vlan_proto")
+        h = pkt.head - VLAN_HLEN
+        pkt.buf[h:h + 12] = pkt.buf[pkt.head:pkt.head + 12]
+        struct.pack_into("<HH", pkt.buf, h + 12, old_proto, _be16_field(c.field("vlan_tci")))
+        pkt.head = h
+        c.network -= VLAN_HLEN
+        c.set_field("protocol", old_proto)
+        c.sync_len()
+    _vlan_put_hwaccel(c, proto, vlan_tci)
+    return 0
+
+
+@helper("bpf_skb_vlan_pop")
+def bpf_skb_vlan_pop(env, skb, *_):
+    c = _ctx(env, skb, SkbContext)
+    vlan_types = (_be16_field(ETH_P_8021Q), _be16_field(ETH_P_8021AD))
+    if c.field("vlan_present"):
+        _vlan_put_hwaccel(c, 0, 0)                               # __vlan_hwaccel_clear_tag
+    else:
+        if c.field("protocol") not in vlan_types:
+            return 0
+        got = _vlan_data_pop(c)
+        if isinstance(got, int):
+            return u64(got)
+    if c.field("protocol") not in vlan_types:                     # move the next tag to hwaccel
+        return 0
+    outer = _from_be16_field(c.field("protocol"))
+    got = _vlan_data_pop(c)
+    if isinstance(got, int):
+        return u64(got)
+    _vlan_put_hwaccel(c, outer, got[0])
+    return 0
+
+
 @helper("bpf_redirect")
 def bpf_redirect(env, ifindex, flags, *_):
     # XDP programs get bpf_xdp_redirect, the others filter.c: bpf_redirect.
