@@ -229,9 +229,9 @@ def test_unimplemented_helper_stops_the_run(rt) -> None:
     prog = spec.programs["empty_xdp"]
     from bpfsim.isa.insn import Instruction
 
-    prog.instructions = [Instruction(0x85, imm=18), Instruction(0x95)]   # call bpf_skb_vlan_push
+    prog.instructions = [Instruction(0x85, imm=13), Instruction(0x95)]   # call bpf_clone_redirect
     coll = rt.load(spec, verify=False)
-    with pytest.raises(NotSupported, match="bpf_skb_vlan_push"):
+    with pytest.raises(NotSupported, match="bpf_clone_redirect"):
         coll.programs["empty_xdp"].test_run(data=PKT)
 
 
