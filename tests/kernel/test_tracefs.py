@@ -93,3 +93,19 @@ def test_lines_of_other_processes_are_dropped_unless_foreign():
             assert len([ln for ln in got_mine if ln.endswith(": hi")]) == 1   # our thread's
     finally:
         sc.close(fd)
+
+
+def test_instances_of_dead_processes_are_removed():
+    import subprocess
+    import sys
+
+    from bpfsim.kernel.tracefs import remove_stale_instances, tracefs_root
+
+    # A child makes a reader and exits without closing it (as if killed).
+    child = "import os\nfrom bpfsim.kernel.tracefs import TraceReader\nr = TraceReader()\nos._exit(0)\n"
+    subprocess.run([sys.executable, "-c", child], check=True, timeout=60)
+    leftovers = [n for n in os.listdir(os.path.join(tracefs_root(), "instances"))
+                 if n.startswith("bpfsim-") and not os.path.exists(f"/proc/{n.split('-')[1]}")]
+    assert leftovers, "the child's instance should still exist"
+    removed = remove_stale_instances()
+    assert {os.path.basename(p) for p in removed} >= set(leftovers)

@@ -11,11 +11,13 @@ global trace_pipe; same interface.)
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import itertools
 import os
 import re
+import weakref
 
 from bpfsim.errors import NotSupported
 
@@ -60,6 +62,37 @@ def _filter(line: str, foreign: bool) -> str | None:
     return m.group("head") + m.group("rest")
 
 
+_open_readers: weakref.WeakSet[TraceReader] = weakref.WeakSet()
+
+
+def _close_all() -> None:
+    for r in list(_open_readers):
+        r.close()
+
+
+atexit.register(_close_all)
+
+
+def remove_stale_instances(root: str | None = None) -> list[str]:
+    """Remove instances left by bpfsim processes that died without closing their reader (an
+    instance keeps its per-CPU ring buffers until rmdir).  Only `bpfsim-<pid>-<n>` instances
+    whose pid no longer exists are touched.  Returns the removed paths."""
+    base = os.path.join(root or tracefs_root(), "instances")
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        m = re.fullmatch(r"bpfsim-(\d+)-\d+", name)
+        if m is None or os.path.exists(f"/proc/{m.group(1)}"):
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(base, name))
+            removed.append(os.path.join(base, name))
+    return removed
+
+
 class TraceReader:
     """A private tracefs instance collecting bpf_trace_printk events (bpf_printk's lines).
 
@@ -70,6 +103,7 @@ class TraceReader:
     def __init__(self, foreign: bool = False) -> None:
         self.foreign = foreign
         root = tracefs_root()
+        remove_stale_instances(root)
         self.path = os.path.join(root, "instances", f"bpfsim-{os.getpid()}-{next(_counter)}")
         try:
             os.mkdir(self.path)
@@ -85,6 +119,7 @@ class TraceReader:
         except OSError as e:
             self.close()
             raise NotSupported("bpf_trace_printk event", detail=f"{self.path}: {e.strerror}") from None
+        _open_readers.add(self)
 
     def read(self) -> list[str]:
         """Every complete line that arrived since the last call (never blocks)."""
@@ -118,6 +153,10 @@ class TraceReader:
                 _write(os.path.join(self.path, EVENT), "0")
             with contextlib.suppress(OSError):
                 os.rmdir(self.path)
+
+    def __del__(self) -> None:  # an instance left behind keeps its ring buffers allocated
+        with contextlib.suppress(Exception):
+            self.close()
 
     def __enter__(self) -> TraceReader:
         return self
