@@ -300,3 +300,10 @@ def test_skb_vlan_push_pop(skb) -> None:
     assert out == (0, 0x10064, 0, 0xA888000100C8, 0x8100000044, 0, 0x8100010064, 0x800000040)
     # the last push moved tag 100 from hw-accel into the packet
     assert r.data == packet()[:12] + bytes.fromhex("81000064") + packet()[12:]
+
+
+def test_skb_misc_helpers(skb) -> None:
+    skb.programs["tc_misc"].test_run(data=packet())
+    off = 128                                                  # misc_out after vlan_out[8]
+    out = struct.unpack("<6Q", skb.maps[".bss"].raw[b"\0\0\0\0"][off:off + 48])
+    assert out == (0, 0, (1 << 64) - 524, 0xABCD, 0xABCD, 0)   # csum_update: -ENOTSUPP

@@ -111,6 +111,11 @@ _TABLE: dict[str, tuple[bool, str, tuple[str, ...]]] = {
     "bpf_skb_change_tail": (False, _INT, (_CTX, _ANY, _ANY)),
     "bpf_skb_vlan_push": (False, _INT, (_CTX, _ANY, _ANY)),
     "bpf_skb_vlan_pop": (False, _INT, (_CTX,)),
+    "bpf_set_hash": (False, _INT, (_CTX, _ANY)),
+    "bpf_set_hash_invalid": (False, _VOID, (_CTX,)),
+    "bpf_csum_update": (False, _INT, (_CTX, _ANY)),
+    "bpf_get_cgroup_classid": (False, _INT, (_CTX,)),
+    "bpf_get_route_realm": (False, _INT, (_CTX,)),
     "bpf_redirect": (False, _INT, (_ANY, _ANY)),
     # timers (kernel/bpf/helpers.c; implemented in runtime/helpers/timer.py)
     "bpf_timer_init": (True, _INT, ("ARG_PTR_TO_TIMER", _MAP, _ANY)),

@@ -25,6 +25,7 @@ from bpfsim.uapi.constants import (
     EFAULT,
     EINVAL,
     ENOMEM,
+    ENOTSUPP,
     TC_ACT_SHOT,
     XDP_ABORTED,
     XDP_REDIRECT,
@@ -115,6 +116,44 @@ def bpf_skb_change_tail(env, skb, new_len, flags, *_):
         pkt.buf[pkt.tail:end] = bytes(end - pkt.tail)
     pkt.tail = end
     c.sync_len()
+    return 0
+
+
+@helper("bpf_set_hash")
+def bpf_set_hash(env, skb, hash_, *_):
+    # filter.c: __skb_set_sw_hash(skb, hash, true)
+    c = _ctx(env, skb, SkbContext)
+    c.set_field("hash", hash_ & 0xFFFFFFFF)
+    c.hash_valid = True
+    return 0
+
+
+@helper("bpf_set_hash_invalid")
+def bpf_set_hash_invalid(env, skb, *_):
+    c = _ctx(env, skb, SkbContext)
+    c.set_field("hash", 0)                     # skb_clear_hash
+    c.hash_valid = False
+    return 0
+
+
+@helper("bpf_csum_update")
+def bpf_csum_update(env, skb, csum, *_):
+    # filter.c: only a CHECKSUM_COMPLETE skb has a csum to update; test_run skbs are NONE.
+    _ctx(env, skb, SkbContext)
+    return u64(-ENOTSUPP)
+
+
+@helper("bpf_get_cgroup_classid")
+def bpf_get_cgroup_classid(env, skb, *_):
+    # net_cls classid of the task / socket: none in the emulator (the kernel's default too)
+    _ctx(env, skb, SkbContext)
+    return 0
+
+
+@helper("bpf_get_route_realm")
+def bpf_get_route_realm(env, skb, *_):
+    # dst_tclassid: a test_run skb has no route
+    _ctx(env, skb, SkbContext)
     return 0
 
 
