@@ -255,6 +255,32 @@ def test_wrong_key_size_names_the_expected_size(key: bytes) -> None:
         assert m[6] == 41
 
 
+@pytest.mark.parametrize("bad", ["abcd", 4, None, 1.5, [0, 0, 0, 0]])
+def test_raw_view_takes_only_bytes(bad) -> None:
+    """`raw[4]` must not become the key 00000000 (bytes(4)), `raw["abcd"]` not a TypeError."""
+    with bpfsim.Runtime() as rt, rt.load(COUNTER) as coll:
+        m = coll.maps["proto_count"]
+        m.raw[bytes(4)] = (9).to_bytes(8, "little")
+        before = m.dump()
+        for op in (lambda: m.raw[bad], lambda: m.raw.__setitem__(bad, bytes(8)),
+                   lambda: m.raw.__setitem__(bytes(4), bad), lambda: m.raw.__delitem__(bad),
+                   lambda: m.raw.update(bad, bytes(8))):
+            with pytest.raises(UsageError, match="raw (key|value) must be bytes"):
+                op()
+        assert m.dump() == before
+
+
+@pytest.mark.parametrize("clock", ["virtual", "real"])
+@pytest.mark.parametrize("bad", ["1s", None, "soon"])
+def test_clock_takes_nanoseconds(clock: str, bad) -> None:
+    with bpfsim.Runtime(clock=clock) as rt:
+        now = rt.clock.now()
+        for op in (rt.clock.advance, rt.clock.advance_to):
+            with pytest.raises(UsageError, match="takes nanoseconds"):
+                op(bad)
+        assert rt.clock.now() - now < bpfsim.s(1)
+
+
 @pytest.mark.parametrize("fixture", sorted(p.name for p in (REPO / "tests/fixtures/verifier").glob("*.bpf.o")
                                            if p.name != "timer_ok.bpf.o"))
 def test_failed_load_leaves_nothing(fixture: str) -> None:

@@ -23,6 +23,14 @@ from typing import TYPE_CHECKING, Any
 from bpfsim.errors import ExecutionError, UsageError
 from bpfsim.uapi.constants import CLOCK_BOOTTIME, CLOCK_MONOTONIC, CLOCK_REALTIME, CLOCK_TAI
 
+
+def _as_ns(value: Any, what: str) -> int:
+    """A time in nanoseconds from the caller: an int (or float); anything else (a "30s"
+    string, None) is a UsageError rather than int()'s ValueError/TypeError."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    raise UsageError(f"{what} takes nanoseconds (e.g. bpfsim.ms(5)), not {value!r}")
+
 if TYPE_CHECKING:
     from bpfsim.runtime.timers import TimerManager
 
@@ -142,18 +150,18 @@ class VirtualClock(Clock):
     def set_realtime(self, ns: int) -> None:
         """Set the wall clock (like settimeofday); MONOTONIC/BOOTTIME and timers are unaffected
         (bpf timers on CLOCK_REALTIME run on the MONOTONIC base, spec §7)."""
-        self._real_offset = int(ns) - self._mono
+        self._real_offset = _as_ns(ns, "set_realtime()") - self._mono
 
     def advance(self, ns: int) -> int:
         """Move time forward by `ns` and fire what became due; returns the number fired."""
-        ns = int(ns)
+        ns = _as_ns(ns, "advance()")
         if ns < 0:
             raise UsageError("time cannot go backwards: advance() needs ns >= 0")
         return self.advance_to(self._mono + ns)
 
     def advance_to(self, t: int, *, limit: int | None = None) -> int:
         """Move CLOCK_MONOTONIC to `t` (>= now), firing every timer due on the way."""
-        t = int(t)
+        t = _as_ns(t, "advance_to()")
         if t < self._mono:
             raise UsageError(f"time cannot go backwards: {t} < now {self._mono}")
         fired = self._fire_until(t, limit if limit is not None else self.firing_limit)
@@ -168,7 +176,7 @@ class VirtualClock(Clock):
     def suspend(self, ns: int) -> int:
         """Suspend the machine for `ns`: BOOTTIME (and REALTIME) move on, MONOTONIC does not.
         A BOOTTIME timer that came due during the suspend fires at resume."""
-        ns = int(ns)
+        ns = _as_ns(ns, "suspend()")
         if ns < 0:
             raise UsageError("suspend() needs ns >= 0")
         if self.in_firing_context():
@@ -266,13 +274,14 @@ class RealClock(Clock):
 
     def advance(self, ns: int) -> int:
         """Let `ns` of real time pass (sleep); returns the number of callbacks fired meanwhile."""
-        ns = int(ns)
+        ns = _as_ns(ns, "advance()")
         if ns < 0:
             raise UsageError("time cannot go backwards: advance() needs ns >= 0")
         return self.advance_to(self._monotonic() + ns)
 
     def advance_to(self, t: int) -> int:
         """Sleep until CLOCK_MONOTONIC reaches `t`; returns the number of callbacks fired."""
+        t = _as_ns(t, "advance_to()")
         if self.in_firing_context():
             raise UsageError("the clock cannot be advanced from inside a timer callback")
         timeline = getattr(self._timers, "timeline", None)

@@ -391,13 +391,21 @@ class RawView(MutableMapping):
         self._h = handle
 
     def __getitem__(self, key: bytes) -> bytes:
-        return self._h.kernel_map.lookup(bytes(key))
+        return self._h.kernel_map.lookup(self._bytes(key, "key"))
 
     def __setitem__(self, key: bytes, value: bytes) -> None:
-        self._h.kernel_map.update(bytes(key), bytes(value), BPF_ANY)
+        self._h.kernel_map.update(self._bytes(key, "key"), self._bytes(value, "value"), BPF_ANY)
 
     def __delitem__(self, key: bytes) -> None:
-        self._h.kernel_map.delete(bytes(key))
+        self._h.kernel_map.delete(self._bytes(key, "key"))
+
+    def _bytes(self, data: Any, what: str) -> bytes:
+        """Only bytes-like: `bytes(4)` would silently turn `raw[4]` into the key 00000000,
+        and `bytes("ab")` is a TypeError, not the UsageError bad input gets."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise UsageError(f"map '{self._h.name}': raw {what} must be bytes, "
+                             f"not {type(data).__name__}")
+        return bytes(data)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._h._raw_keys()
@@ -417,6 +425,6 @@ class RawView(MutableMapping):
     def update(self, *args: Any, flags: int = BPF_ANY, **kw: Any) -> None:   # type: ignore[override]
         """`raw.update(key, value, flags=...)` or dict.update(other)."""
         if len(args) == 2:
-            self._h.kernel_map.update(bytes(args[0]), bytes(args[1]), flags)
+            self._h.kernel_map.update(self._bytes(args[0], "key"), self._bytes(args[1], "value"), flags)
             return
         MutableMapping.update(self, *args, **kw)
