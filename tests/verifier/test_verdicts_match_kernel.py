@@ -19,9 +19,9 @@ OBJECTS = sorted({*ROOT.glob("tests/fixtures/**/*.bpf.o"), *ROOT.glob("examples/
 KNOWN_LOADER_GAPS = {"core.bpf.o"}  # CO-RE relocations the kernel backend does not apply yet
 
 
-def _verdict(load, obj: Path) -> str:
+def _verdict(load, obj: Path, pin_root: str) -> str:
     try:
-        with load(obj):
+        with load(obj, pin_root=pin_root):
             return "accepted"
     except VerifierError as exc:
         return f"rejected: {exc.message}"
@@ -31,12 +31,12 @@ def _verdict(load, obj: Path) -> str:
 
 @pytest.mark.kernel
 @pytest.mark.parametrize("obj", OBJECTS, ids=lambda p: str(p.relative_to(ROOT)))
-def test_verdict_matches_kernel(obj: Path) -> None:
+def test_verdict_matches_kernel(obj: Path, bpf_pin_dir: str) -> None:
 
     if obj.name in KNOWN_LOADER_GAPS:
         pytest.xfail("CO-RE relocations are not applied by the kernel backend yet")
-    sim = _verdict(bpfsim.load, obj)
-    kernel = _verdict(bpfsim.kernel.load, obj)
+    sim = _verdict(bpfsim.load, obj, bpf_pin_dir)
+    kernel = _verdict(bpfsim.kernel.load, obj, bpf_pin_dir)
     if sim.startswith("error") and kernel.startswith("error"):
         return
     assert sim == kernel

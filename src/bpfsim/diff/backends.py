@@ -71,7 +71,7 @@ class SimBackend(Backend):
         self.pin_root = f"/sys/fs/bpf/bpfsim-diff-{os.getpid()}"
 
     def load(self, spec: Any) -> Any:
-        return self.rt.load(spec)
+        return self.rt.load(spec, pin_root=self.pin_root)
 
     def advance(self, ns: int) -> None:
         if self.clock == "virtual":
@@ -111,7 +111,7 @@ class KernelBackend(Backend):
         self._trace = TraceReader()
 
     def load(self, spec: Any) -> Any:
-        return self.k.load(spec)
+        return self.k.load(spec, pin_root=self.pin_root)
 
     def advance(self, ns: int) -> None:
         time.sleep((ns + REAL_TIME_SLACK_NS) / NSEC_PER_SEC)
@@ -120,6 +120,15 @@ class KernelBackend(Backend):
         os.makedirs(self.pin_root, exist_ok=True)
 
     def cleanup(self) -> None:
+        """Remove the per-run directory with whatever is still pinned in it (LIBBPF_PIN_BY_NAME
+        maps are pinned there by load)."""
+        for dirpath, dirnames, filenames in os.walk(self.pin_root, topdown=False):
+            for name in filenames:
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(dirpath, name))
+            for name in dirnames:
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.join(dirpath, name))
         with contextlib.suppress(OSError):
             os.rmdir(self.pin_root)
 
