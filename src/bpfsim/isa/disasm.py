@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from bpfsim.errors import ParseError
 from bpfsim.isa.insn import INSN_SIZE, Instruction, decode_slots
-from bpfsim.isa.opcodes import OP_LDDW, OpSpec, lookup
+from bpfsim.isa.opcodes import OP_LDDW, OpSpec, candidates, lookup
 
 __all__ = ["Reloc", "Row", "SectionCode", "format_insn", "format_program", "listing", "rows", "spec_of"]
 
@@ -90,17 +90,63 @@ def _template(spec: OpSpec, dialect: str, alu32: bool, roundtrip: bool) -> str |
     return spec.llvm
 
 
+_LLVM_MAX_REG = 11  # llvm's BPF register file has r0-r11; r12-r15 do not decode
+
+
+def _llvm_regs_ok(tmpl: str, insn: Instruction) -> bool:
+    return ("{d}" not in tmpl or insn.dst <= _LLVM_MAX_REG) and \
+        ("{s}" not in tmpl or insn.src <= _LLVM_MAX_REG)
+
+
+def _lax_match(row: OpSpec, insn: Instruction) -> bool:
+    """Would llvm-19 decode insn as this row?  Fields in `llvm_lax` are not compared, a fixed
+    imm only under `llvm_imm_mask`, and every other non-operand field must be 0."""
+    fixed = dict(row.fixed)
+    for f in ("dst", "src", "off", "imm"):
+        if f in row.llvm_lax:
+            continue
+        got = getattr(insn, f)
+        if f in fixed:
+            mask = row.llvm_imm_mask if f == "imm" else -1
+            if got & mask != fixed[f] & mask:
+                return False
+        elif f not in row.operands and got:
+            return False
+    return True
+
+
+def _llvm_text(insn: Instruction, alu32: bool, target: Callable[[int], str] | None) -> str:
+    """llvm-objdump-19's text for any slot, valid or not (what its decoder makes of it): the
+    exact row's text, else that of a row differing only where llvm does not look."""
+    exact = spec_of(insn)
+    rows = [exact] if exact is not None else []
+    lax = [r for r in candidates(insn.opcode) if r is not exact and _lax_match(r, insn)]
+    # the most specific pattern wins, as in llvm's decoder tables (fetch-add over add)
+    rows += sorted(lax, key=lambda r: -bin(r.llvm_imm_mask & 0xFFFFFFFF).count("1"))
+    for spec in rows:
+        tmpl = _template(spec, "llvm", alu32, False)
+        if tmpl is not None:
+            return _render(tmpl, insn, "llvm", target) if _llvm_regs_ok(tmpl, insn) else UNKNOWN
+    if insn.opcode == OP_LDDW and insn.off == 0 and insn.dst <= _LLVM_MAX_REG:
+        # a pseudo source llvm does not name still decodes as its generic LD_pseudo
+        return f"ld_pseudo\tr{insn.dst}, {insn.src:#x}, {insn.imm & 0xFFFFFFFF:#x}"
+    return UNKNOWN
+
+
 def format_insn(insn: Instruction, *, alu32: bool = False, roundtrip: bool = False,
                 dialect: str = "llvm", target: Callable[[int], str] | None = None) -> str:
     """The text of one instruction (a lddw head carries its full constant in `imm64`).
 
     `target(rel)`, if given, renders a pc-relative branch target (a label, or llvm-objdump's
-    `+0x3 <f+0x20>`).  An undefined instruction prints as llvm does, `<unknown>`; in the
-    conformance dialect and in round-trip mode it raises ParseError because it has no text
-    that would assemble back.
+    `+0x3 <f+0x20>`).  In llvm mode any slot prints as llvm-objdump-19 does, junk included
+    (fields llvm ignores are ignored, the rest is `<unknown>`); in the conformance dialect and
+    in round-trip mode an undefined instruction raises ParseError because it has no text that
+    would assemble back.
     """
     if insn.lddw_tail:
         raise ParseError("the second slot of a lddw has no text of its own")
+    if dialect == "llvm" and not roundtrip:
+        return _llvm_text(insn, alu32, target)
     spec = spec_of(insn)
     tmpl = _template(spec, dialect, alu32, roundtrip) if spec else None
     if tmpl is None:
@@ -197,9 +243,11 @@ class Row:
     notes: tuple[str, ...] = ()
 
 
-def rows(sec: SectionCode, *, alu32: bool = False, byteorder: str = "little") -> list[Row]:
-    """The instructions of one section as llvm-objdump walks them."""
-    insns = _decode_loose(sec.data, byteorder)
+def rows(sec: SectionCode, *, alu32: bool = False, byteorder: str = "little",
+         show_relocs: bool = False) -> list[Row]:
+    """The instructions of one section as llvm-objdump walks them: 8 bytes at a time, 16 for
+    a lddw llvm can decode (an undecodable 0x18 slot is `<unknown>` and 8 bytes long), and a
+    run of 8 or more zero bytes folded into one `...` row (a Row with `text == "..."`)."""
     syms = sorted(((a, names[-1]) for a, names in sec.symbols.items() if names), key=lambda x: x[0])
     if not syms or syms[0][0] != 0:
         syms.insert(0, (0, sec.name))  # llvm-objdump names an unlabelled start by its section
@@ -207,22 +255,60 @@ def rows(sec: SectionCode, *, alu32: bool = False, byteorder: str = "little") ->
     relocs: dict[int, list[Reloc]] = {}
     for r in sec.relocs:
         relocs.setdefault(r.offset - r.offset % INSN_SIZE, []).append(r)
+    reloc_offsets = sorted(r.offset for r in sec.relocs)
+    data = sec.data
     out: list[Row] = []
-    pc = 0
-    while pc < len(insns):
-        addr = pc * INSN_SIZE
-        ins = insns[pc]
-        nslots = 2 if (ins.opcode == OP_LDDW and pc + 1 < len(insns)) else 1
+    idx = 0
+    while idx + INSN_SIZE <= len(data):
+        pc = idx // INSN_SIZE
+        end = _block_end(idx, syms, len(data), reloc_offsets if show_relocs else ())
+        zeros = _skippable_zeros(data, idx, end)
+        if zeros:
+            out.append(Row(pc, b"", "...", sym_at.get(idx)))
+            idx += zeros
+            continue
+        ins = _slot(data, idx, byteorder)
+        size = INSN_SIZE
+        if ins.opcode == OP_LDDW:
+            if idx + 2 * INSN_SIZE <= len(data) and ins.off == 0 and ins.dst <= _LLVM_MAX_REG:
+                ins = decode_slots(data[idx:idx + 2 * INSN_SIZE], byteorder)[0]
+                size = 2 * INSN_SIZE
+            else:
+                ins = Instruction(0xFF, ins.dst, ins.src, ins.off, ins.imm)  # <unknown>
 
-        def tgt(rel: int, pc: int = pc) -> str:
+        def tgt(rel: int, pc: int = pc, syms: list[tuple[int, str]] = syms) -> str:
             return _rel(rel) + _annotation((pc + 1 + rel) * INSN_SIZE, syms)
 
         text = format_insn(ins, alu32=alu32, target=tgt)
-        rl = tuple(r for k in range(nslots) for r in relocs.get(addr + k * INSN_SIZE, ()))
-        out.append(Row(pc, sec.data[addr:addr + nslots * INSN_SIZE], text, sym_at.get(addr), rl,
-                       tuple(sec.lines.get(addr, ())), tuple(sec.notes.get(addr, ()))))
-        pc += nslots
+        rl = tuple(r for k in range(0, size, INSN_SIZE) for r in relocs.get(idx + k, ()))
+        out.append(Row(pc, data[idx:idx + size], text, sym_at.get(idx), rl,
+                       tuple(sec.lines.get(idx, ())), tuple(sec.notes.get(idx, ()))))
+        idx += size
     return out
+
+
+def _block_end(idx: int, syms: list[tuple[int, str]], size: int, reloc_offsets: Sequence[int]) -> int:
+    """Where llvm-objdump stops looking for zeros: the next symbol, the section end, and with
+    -r the next relocation (so relocated zero words stay visible)."""
+    end = next((a for a, _ in syms if a > idx), size)
+    return min(end, next((o for o in reloc_offsets if o >= idx), end))
+
+
+def _skippable_zeros(data: bytes, idx: int, end: int) -> int:
+    """llvm-objdump's countSkippableZeroBytes: at least 8 zero bytes, skipped in multiples of 4."""
+    n = 0
+    while idx + n < end and not data[idx + n]:
+        n += 1
+    return 0 if n < 8 else n & ~3
+
+
+def _slot(data: bytes, idx: int, byteorder: str) -> Instruction:
+    """The 8 bytes at byte offset idx on their own (a lddw head without its tail)."""
+    chunk = data[idx:idx + INSN_SIZE]
+    if chunk[0] != OP_LDDW:
+        return decode_slots(chunk, byteorder)[0]
+    ins = decode_slots(b"\0" + chunk[1:], byteorder)[0]
+    return Instruction(OP_LDDW, ins.dst, ins.src, ins.off, ins.imm)
 
 
 def listing(filename: str, sections: Sequence[SectionCode], *, alu32: bool = False,
@@ -234,9 +320,12 @@ def listing(filename: str, sections: Sequence[SectionCode], *, alu32: bool = Fal
         if not sec.data:
             continue  # llvm-objdump skips empty executable sections (an unused .text)
         out.append(f"\nDisassembly of section {sec.name}:\n")
-        for row in rows(sec, alu32=alu32, byteorder=byteorder):
+        for row in rows(sec, alu32=alu32, byteorder=byteorder, show_relocs=show_relocs):
             if row.symbol is not None:
                 out.append(f"\n{row.pc * INSN_SIZE:016x} <{row.symbol}>:\n")
+            if row.text == "...":
+                out.append("\t\t...\n")
+                continue
             out.extend(f"; {line}\n" for line in row.source)
             out.append(f"{row.pc:8d}:\t{_bytes_col(row.raw)}\t{row.text}\n")
             if show_relocs:
@@ -245,16 +334,3 @@ def listing(filename: str, sections: Sequence[SectionCode], *, alu32: bool = Fal
                     add = "" if not r.addend else f"{r.addend:+#x}"
                     out.append(f"\t\t{r.offset:016x}:  {r.type_name}\t{r.symbol}{add}\n")
     return "".join(out)
-
-
-def _decode_loose(data: bytes, byteorder: str) -> list[Instruction]:
-    """Slots for a listing: a trailing partial slot is dropped and a lddw whose second slot
-    is missing is shown as an undefined instruction instead of being refused (llvm-objdump
-    prints what is there)."""
-    data = data[:len(data) - len(data) % INSN_SIZE]
-    try:
-        return decode_slots(data, byteorder)
-    except ParseError:
-        head = decode_slots(data[:-INSN_SIZE], byteorder) if len(data) > INSN_SIZE else []
-        last = decode_slots(b"\0" + data[-INSN_SIZE + 1:], byteorder)[0]
-        return [*head, Instruction(0xFF, last.dst, last.src, last.off, last.imm)]

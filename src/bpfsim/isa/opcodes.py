@@ -59,7 +59,9 @@ class OpSpec:
     `llvm_alt` lists further llvm-mc texts the assembler accepts (`call LABEL`).
     `conf` is the bpf_conformance dialect, with `aliases` accepted by the assembler.
     `operands` (the fields the templates fill) and `jump_field` (which field holds a
-    pc-relative target, "off" or "imm") are derived from `conf`.
+    pc-relative target, "off" or "imm") are derived from `conf`; `llvm_lax` are the fields
+    llvm-19's decoder does not look at for this form (so objdump prints the form's text even
+    when they hold junk), see `_llvm_lax`; `llvm_imm_mask` the bits of a fixed imm it compares.
     """
 
     name: str
@@ -74,14 +76,17 @@ class OpSpec:
     group: str = "base64"
     aliases: tuple[str, ...] = ()
     note: str = ""
+    llvm_imm_mask: int = -1
     operands: frozenset[str] = field(init=False, default=frozenset())
     jump_field: str | None = field(init=False, default=None)
+    llvm_lax: frozenset[str] = field(init=False, default=frozenset())
 
     def __post_init__(self) -> None:
         # derived once from the conformance template (validate asks per instruction)
         object.__setattr__(self, "operands", self._operands())
         object.__setattr__(self, "jump_field", "off" if "{tgt}" in self.conf
                            else "imm" if "{tgt32}" in self.conf else None)
+        object.__setattr__(self, "llvm_lax", _llvm_lax(self))
 
     @property
     def cls(self) -> int:
@@ -118,6 +123,39 @@ class OpSpec:
             return False
         vals = {"dst": dst, "src": src, "off": off, "imm": imm}
         return all(vals[k] == v for k, v in self.fixed)
+
+
+def _llvm_lax(s: OpSpec) -> frozenset[str]:
+    """Fields llvm-19's BPF decoder ignores for this form, measured by feeding llvm-objdump-19
+    every row with each non-operand field set (tests/isa/test_disasm.py re-checks it live).
+    llvm matches on the opcode, its operands and the fields that select a different text
+    (sdiv's off, movsx's off, END's width, the atomic op); atomics are left strict."""
+    cls, op, mode = s.opcode & 0x07, s.opcode & 0xF0, s.opcode & 0xE0
+    if s.llvm is None and s.llvm32 is None:
+        return frozenset()
+    k_form = not (s.opcode & BPF_X)
+    if cls in (BPF_ALU, BPF_ALU64):
+        if op == BPF_NEG:
+            return frozenset({"src", "off", "imm"})
+        if op == BPF_END:
+            return frozenset({"src", "off"})
+        if s.name == "addr_space_cast":
+            return frozenset()
+        return frozenset({"src"} if k_form else {"imm"})
+    if cls == BPF_LDX or (cls == BPF_STX and mode == BPF_MEM):
+        return frozenset({"imm"})
+    if cls == BPF_ST:
+        return frozenset({"src"})
+    if cls == BPF_LD:
+        return {BPF_ABS: frozenset({"dst", "src", "off"}),
+                BPF_IND: frozenset({"dst", "off", "imm"})}.get(mode, frozenset())
+    if cls in (BPF_JMP, BPF_JMP32):
+        if op in (BPF_JA, BPF_JCOND):
+            return frozenset({"dst", "src", "imm"} if s.jump_field == "off" else {"dst", "src", "off"})
+        if op in (BPF_CALL, BPF_EXIT):
+            return frozenset({"src", "off", "imm"} if s.opcode & BPF_X else {"dst", "src", "off"})
+        return frozenset({"src"} if k_form else {"imm"})
+    return frozenset()
 
 
 def _build() -> tuple[OpSpec, ...]:
@@ -213,23 +251,26 @@ def _build() -> tuple[OpSpec, ...]:
             # llvm-objdump-19 without --mcpu decodes only the 32-bit add (XADDW); the others
             # live in its alu32 decoder table and print <unknown>.
             dflt = plain64 if (sz == "dw" or op == BPF_ADD) else None
+            # llvm decodes a plain atomic from imm bits 7-4 alone (0x07 is `lock ... +=`),
+            # the fetch forms, xchg and cmpxchg from bits 7-0
             add(OpSpec(f"lock {name}{sfx}", opc, f"lock {name}{sfx} {{md}}, {{s}}", dflt,
-                       plain32 if sz == "w" else None, fixed=(("imm", op),), cpu=3, group=grp))
+                       plain32 if sz == "w" else None, fixed=(("imm", op),), cpu=3, group=grp,
+                       llvm_imm_mask=0xF0))
             fetch = f"{r}{{s}} = atomic_fetch_{name}(({ut} *)(r{{d}} {{off}}), {r}{{s}})"
             # ... and its XADDW ignores the fetch bit: fetch-add32 prints as a plain add.
             dflt = fetch if sz == "dw" else (plain64 if op == BPF_ADD else None)
             add(OpSpec(f"lock fetch {name}{sfx}", opc, f"lock fetch {name}{sfx} {{md}}, {{s}}",
                        dflt, fetch if sz == "w" else None,
-                       fixed=(("imm", op | BPF_FETCH),), cpu=3, group=grp))
+                       fixed=(("imm", op | BPF_FETCH),), cpu=3, group=grp, llvm_imm_mask=0xFF))
         xchg = f"{r}{{s}} = xchg{'32' if sfx else ''}_{'32' if sfx else '64'}(r{{d}} {{off}}, {r}{{s}})"
         add(OpSpec(f"lock xchg{sfx}", opc, f"lock xchg{sfx} {{md}}, {{s}}",
                    xchg if sz == "dw" else None, xchg if sz == "w" else None,
-                   fixed=(("imm", BPF_XCHG),), cpu=3, group=grp))
+                   fixed=(("imm", BPF_XCHG),), cpu=3, group=grp, llvm_imm_mask=0xFF))
         cx = (f"{r}0 = cmpxchg{'32' if sfx else ''}_{'32' if sfx else '64'}"
               f"(r{{d}} {{off}}, {r}0, {r}{{s}})")
         add(OpSpec(f"lock cmpxchg{sfx}", opc, f"lock cmpxchg{sfx} {{md}}, {{s}}",
                    cx if sz == "dw" else None, cx if sz == "w" else None,
-                   fixed=(("imm", BPF_CMPXCHG),), cpu=3, group=grp))
+                   fixed=(("imm", BPF_CMPXCHG),), cpu=3, group=grp, llvm_imm_mask=0xFF))
     # Load-acquire / store-release (Linux 6.15): llvm-19 has no syntax for them (it misprints
     # the 32/64-bit ones as atomic add); we print LLVM 21's syntax instead.
     for sz, szb, ut, _ in sizes:
