@@ -67,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     """
     try:
         cli.main(args=argv, prog_name="bpfsim", standalone_mode=False)
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):   # click turns Ctrl-C into Abort
+            click.echo("bpfsim: interrupted", err=True)
+            return 130
         click.echo("bpfsim: aborted", err=True)
         return 2
     except click.exceptions.Exit as exc:
