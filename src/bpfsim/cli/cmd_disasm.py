@@ -241,8 +241,8 @@ def command(obj: str, show_relocs: bool, mcpu: str | None, source: bool, as_json
                 {"insn": r.pc, "offset": r.pc * 8, "bytes": r.raw.hex(), "text": r.text,
                  "symbol": r.symbol,
                  "relocs": [{"offset": x.offset, "type": x.type_name, "symbol": x.symbol}
-                            for x in r.relocs] + [{"offset": r.pc * 8, "type": "CO-RE", "symbol": n[6:]}
-                                                  for n in r.notes],
+                            for x in r.relocs],
+                 "core": [n.removeprefix("CO-RE ") for n in r.notes],
                  "source": list(r.source)}
                 for r in rows(sec, alu32=alu32, byteorder=elf.byteorder)]})
         emit_json(doc)
