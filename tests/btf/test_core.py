@@ -154,3 +154,24 @@ def test_accepts_spec_core_relo():
     (r,) = ext.core_relos[".text"]
     res = calc_relo(btf, SpecCoreRelo(7, r.type_id, r.access_str, r.kind), _target())
     assert (res.orig_val, res.new_val) == (8, 16)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+_FUZZ_BTF = load_ext("core_kernel.bpf.o")[0]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 40), st.lists(st.integers(-2, 40), min_size=0, max_size=6), st.integers(0, 14))
+def test_fuzz_relo_records_raise_only_bpf_errors(type_id, path, kind):
+    """Any record, however wrong, gives a result or a BpfError (never an IndexError...)."""
+    from bpfsim.errors import BpfError
+
+    btf = _FUZZ_BTF
+    relo = CoreRelo(0, type_id, ":".join(map(str, path)), kind)
+    try:
+        calc_relo(btf, relo, btf)
+    except BpfError:
+        pass

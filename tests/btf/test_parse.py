@@ -157,8 +157,17 @@ def test_malformed(data, msg):
 
 def _exercise(btf: Btf) -> None:
     """Everything a parsed BTF offers must either work or raise a BpfError."""
+    from bpfsim.btf.cdump import dump_c
+    from bpfsim.btf.dump import dump_json
+
     dump_raw(btf)
+    dump_json(btf)
     btf.to_bytes()
+    for call in (lambda: dump_c(btf), btf.load_error):
+        try:
+            call()
+        except BpfError:
+            pass
     for tid in range(len(btf.types)):
         try:
             size = btf.size_of(tid)
@@ -179,7 +188,7 @@ def test_fuzz_random_bytes(data):
     _exercise(btf)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_fuzz_mutated_object_btf(data):
     blob = bytearray(raw_btf("types.bpf.o"))

@@ -32,7 +32,7 @@ def _pfx(lvl: int) -> str:
 
 
 def _roundup(x: int, y: int) -> int:
-    return (x + y - 1) // y * y
+    return (x + y - 1) // y * y if y > 0 else x    # y = 0 only for malformed BTF (align 0)
 
 
 class _State:
