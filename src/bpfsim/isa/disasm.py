@@ -45,14 +45,24 @@ def _imm64_signed(insn: Instruction) -> int:
     return v - (1 << 64) if v >> 63 else v
 
 
-def _render(tmpl: str, insn: Instruction, dialect: str, target: Callable[[int], str] | None) -> str:
-    """Fill a template's placeholders with the instruction's fields."""
+def _render(tmpl: str, insn: Instruction, dialect: str, target: Callable[[int], str] | None,
+            call_name: Callable[[int, int], str] | None = None) -> str:
+    """Fill a template's placeholders with the instruction's fields, in the number formats of
+    the dialect (llvm: signed hex; kernel: disasm.c's %d / 0x%x / %+d; conformance: decimal)."""
     out = tmpl
     if "{" not in out:
         return out
     conf = dialect == "conformance"
     vals: dict[str, str] = {}
-    if conf:
+    if dialect == "kernel":
+        v64 = insn.imm64 if insn.imm64 is not None else insn.imm & 0xFFFFFFFF
+        vals.update(d=str(insn.dst), s=str(insn.src), imm=str(insn.imm), off=f"{insn.off:+d}",
+                    ximm=f"{insn.imm & 0xFFFFFFFF:#x}", ximm64=f"{v64:#x}", koff=str(insn.off),
+                    asc=f"{(insn.imm >> 16) & 0xFFFF}, {insn.imm & 0xFFFF}",
+                    cname=call_name(insn.src, insn.imm) if call_name else "unknown")
+        for key, rel in (("tgt", insn.off), ("tgt32", insn.imm)):
+            vals[key] = target(rel) if target else f"pc{rel:+d}"
+    elif conf:
         vals["d"] = f"%r{insn.dst}"
         vals["s"] = f"%r{insn.src}"
         o = f"+{insn.off}" if insn.off >= 0 else str(insn.off)
@@ -72,9 +82,10 @@ def _render(tmpl: str, insn: Instruction, dialect: str, target: Callable[[int], 
         vals["idx"] = f"+ {insn.imm:#x}" if insn.imm >= 0 else f"- {-insn.imm:#x}"
         vals["koff"] = _sx(insn.off)
         vals["asc"] = f"{(insn.imm >> 16) & 0xFFFF:#x}, {insn.imm & 0xFFFF:#x}"
-    for key, rel in (("tgt", insn.off), ("tgt32", insn.imm)):
-        if "{" + key + "}" in out:
-            vals[key] = target(rel) if target else (f"{rel:+d}" if conf else _rel(rel))
+    if dialect != "kernel":
+        for key, rel in (("tgt", insn.off), ("tgt32", insn.imm)):
+            if "{" + key + "}" in out:
+                vals[key] = target(rel) if target else (f"{rel:+d}" if conf else _rel(rel))
     for k, v in vals.items():
         out = out.replace("{" + k + "}", v)
     return out
@@ -83,6 +94,8 @@ def _render(tmpl: str, insn: Instruction, dialect: str, target: Callable[[int], 
 def _template(spec: OpSpec, dialect: str, alu32: bool, roundtrip: bool) -> str | None:
     if dialect == "conformance":
         return spec.conf
+    if dialect == "kernel":
+        return spec.kern or spec.llvm
     if roundtrip:
         return spec.llvm_rt or spec.llvm32 or spec.llvm
     if alu32:
@@ -134,14 +147,17 @@ def _llvm_text(insn: Instruction, alu32: bool, target: Callable[[int], str] | No
 
 
 def format_insn(insn: Instruction, *, alu32: bool = False, roundtrip: bool = False,
-                dialect: str = "llvm", target: Callable[[int], str] | None = None) -> str:
+                dialect: str = "llvm", target: Callable[[int], str] | None = None,
+                call_name: Callable[[int, int], str] | None = None) -> str:
     """The text of one instruction (a lddw head carries its full constant in `imm64`).
 
     `target(rel)`, if given, renders a pc-relative branch target (a label, or llvm-objdump's
-    `+0x3 <f+0x20>`).  In llvm mode any slot prints as llvm-objdump-19 does, junk included
-    (fields llvm ignores are ignored, the rest is `<unknown>`); in the conformance dialect and
-    in round-trip mode an undefined instruction raises ParseError because it has no text that
-    would assemble back.
+    `+0x3 <f+0x20>`).  `dialect="kernel"` gives the verifier log's text (kernel/bpf/disasm.c:
+    print_bpf_insn, e.g. `(85) call bpf_ktime_get_ns#5`); `call_name(src, imm)` names a helper
+    or kfunc there (isa knows no helper names; default "unknown").  In llvm mode any slot
+    prints as llvm-objdump-19 does, junk included (fields llvm ignores are ignored, the rest
+    is `<unknown>`); in the conformance dialect and in round-trip mode an undefined
+    instruction raises ParseError because it has no text that would assemble back.
     """
     if insn.lddw_tail:
         raise ParseError("the second slot of a lddw has no text of its own")
@@ -152,8 +168,9 @@ def format_insn(insn: Instruction, *, alu32: bool = False, roundtrip: bool = Fal
     if tmpl is None:
         if dialect == "conformance" or roundtrip:
             raise ParseError(f"undefined instruction {insn.encode().hex(' ')} has no assembly text")
-        return UNKNOWN
-    return _render(tmpl, insn, dialect, target)
+        return f"({insn.opcode:02x}) {UNKNOWN}" if dialect == "kernel" else UNKNOWN
+    text = _render(tmpl, insn, dialect, target, call_name)
+    return f"({insn.opcode:02x}) {text}" if dialect == "kernel" else text
 
 
 def format_program(insns: Sequence[Instruction], *, dialect: str = "llvm", alu32: bool = True,

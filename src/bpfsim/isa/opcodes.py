@@ -56,7 +56,9 @@ class OpSpec:
     `<unknown>`), `llvm32` the text under `--mcpu=v3`/`v4` (alu32 subregister syntax) when it
     differs, `llvm_rt` the round-trip text (`disasm(..., roundtrip=True)`) when llvm's text
     loses bits or does not exist (a local call prints as `call 0x5` like a helper call).
-    `llvm_alt` lists further llvm-mc texts the assembler accepts (`call LABEL`).
+    `llvm_alt` lists further llvm-mc texts the assembler accepts (`call LABEL`).  `kern` is
+    the text of the kernel's own disassembler (kernel/bpf/disasm.c: print_bpf_insn, as the
+    verifier log shows it) when it is not `llvm` rendered with the kernel's number formats.
     `conf` is the bpf_conformance dialect, with `aliases` accepted by the assembler.
     `operands` (the fields the templates fill) and `jump_field` (which field holds a
     pc-relative target, "off" or "imm") are derived from `conf`; `llvm_lax` are the fields
@@ -71,6 +73,7 @@ class OpSpec:
     llvm32: str | None = None
     llvm_rt: str | None = None
     llvm_alt: tuple[str, ...] = ()
+    kern: str | None = None
     fixed: tuple[tuple[str, int], ...] = ()
     cpu: int = 1
     group: str = "base64"
@@ -231,18 +234,22 @@ def _build() -> tuple[OpSpec, ...]:
         add(OpSpec(f"ldind{sz}", BPF_LD | BPF_IND | szb, f"ldind{sz} {{s}}, {{imm}}",
                    f"r0 = *({ut} *)skb[r{{s}}]",
                    llvm_rt=f"r0 = *({ut} *)skb[r{{s}} {{idx}}]", fixed=(("dst", 0), ("off", 0)),
+                   kern=f"r0 = *({ut} *)skb[r{{s}} + {{imm}}]",
                    group="packet", note="llvm-objdump omits imm (the offset added to src)"))
     # 64-bit immediate load, one row per pseudo source (bpf.h BPF_PSEUDO_*).
-    add(OpSpec("lddw", OP_LDDW, "lddw {d}, {imm64}", "r{d} = {imm64} ll", fixed=(("src", 0), ("off", 0))))
+    add(OpSpec("lddw", OP_LDDW, "lddw {d}, {imm64}", "r{d} = {imm64} ll", fixed=(("src", 0), ("off", 0)),
+               kern="r{d} = {ximm64}"))
     for src, kw in ((1, "map_fd"), (2, "map_value"), (3, "btf_id"), (4, "func"), (5, "map_idx"),
                     (6, "map_idx_value")):
         add(OpSpec(f"lddw_{kw}", OP_LDDW, f"lddw {{d}}, {kw} {{imm64}}",
                    f"ld_pseudo\tr{{d}}, {src:#x}, {{lo}}",
-                   llvm_rt=f"ld_pseudo\tr{{d}}, {src:#x}, {{imm64}}", fixed=(("src", src), ("off", 0))))
+                   llvm_rt=f"ld_pseudo\tr{{d}}, {src:#x}, {{imm64}}", fixed=(("src", src), ("off", 0)),
+                   kern="r{d} = {ximm64}"))
 
     # ---- atomics (BPF_STX | BPF_ATOMIC; imm selects the operation) ------------------------------
     for sz, szb, ut, r, grp in (("dw", BPF_DW, "u64", "r", "atomic64"), ("w", BPF_W, "u32", "w", "atomic32")):
         sfx = "" if sz == "dw" else "32"
+        ksz = "64" if sz == "dw" else ""  # the kernel says atomic64_xchg / atomic_xchg
         opc = BPF_STX | BPF_ATOMIC | szb
         for name, op, sym in (("add", BPF_ADD, "+="), ("or", BPF_OR, "|="), ("and", BPF_AND, "&="),
                               ("xor", BPF_XOR, "^=")):
@@ -255,22 +262,25 @@ def _build() -> tuple[OpSpec, ...]:
             # the fetch forms, xchg and cmpxchg from bits 7-0
             add(OpSpec(f"lock {name}{sfx}", opc, f"lock {name}{sfx} {{md}}, {{s}}", dflt,
                        plain32 if sz == "w" else None, fixed=(("imm", op),), cpu=3, group=grp,
-                       llvm_imm_mask=0xF0))
+                       llvm_imm_mask=0xF0, kern=plain64))
             fetch = f"{r}{{s}} = atomic_fetch_{name}(({ut} *)(r{{d}} {{off}}), {r}{{s}})"
             # ... and its XADDW ignores the fetch bit: fetch-add32 prints as a plain add.
             dflt = fetch if sz == "dw" else (plain64 if op == BPF_ADD else None)
             add(OpSpec(f"lock fetch {name}{sfx}", opc, f"lock fetch {name}{sfx} {{md}}, {{s}}",
                        dflt, fetch if sz == "w" else None,
-                       fixed=(("imm", op | BPF_FETCH),), cpu=3, group=grp, llvm_imm_mask=0xFF))
+                       fixed=(("imm", op | BPF_FETCH),), cpu=3, group=grp, llvm_imm_mask=0xFF,
+                       kern=f"r{{s}} = atomic{ksz}_fetch_{name}(({ut} *)(r{{d}} {{off}}), r{{s}})"))
         xchg = f"{r}{{s}} = xchg{'32' if sfx else ''}_{'32' if sfx else '64'}(r{{d}} {{off}}, {r}{{s}})"
         add(OpSpec(f"lock xchg{sfx}", opc, f"lock xchg{sfx} {{md}}, {{s}}",
                    xchg if sz == "dw" else None, xchg if sz == "w" else None,
-                   fixed=(("imm", BPF_XCHG),), cpu=3, group=grp, llvm_imm_mask=0xFF))
+                   fixed=(("imm", BPF_XCHG),), cpu=3, group=grp, llvm_imm_mask=0xFF,
+                   kern=f"r{{s}} = atomic{ksz}_xchg(({ut} *)(r{{d}} {{off}}), r{{s}})"))
         cx = (f"{r}0 = cmpxchg{'32' if sfx else ''}_{'32' if sfx else '64'}"
               f"(r{{d}} {{off}}, {r}0, {r}{{s}})")
         add(OpSpec(f"lock cmpxchg{sfx}", opc, f"lock cmpxchg{sfx} {{md}}, {{s}}",
                    cx if sz == "dw" else None, cx if sz == "w" else None,
-                   fixed=(("imm", BPF_CMPXCHG),), cpu=3, group=grp, llvm_imm_mask=0xFF))
+                   fixed=(("imm", BPF_CMPXCHG),), cpu=3, group=grp, llvm_imm_mask=0xFF,
+                   kern=f"r0 = atomic{ksz}_cmpxchg(({ut} *)(r{{d}} {{off}}), r0, r{{s}})"))
     # Load-acquire / store-release (Linux 6.15): llvm-19 has no syntax for them (it misprints
     # the 32/64-bit ones as atomic add); we print LLVM 21's syntax instead.
     for sz, szb, ut, _ in sizes:
@@ -278,9 +288,11 @@ def _build() -> tuple[OpSpec, ...]:
         opc = BPF_STX | BPF_ATOMIC | szb
         add(OpSpec(f"load_acquire{ut[1:]}", opc, f"load_acquire{ut[1:]} {{d}}, {{ms}}",
                    f"{r}{{d}} = load_acquire(({ut} *)(r{{s}} {{off}}))", fixed=(("imm", BPF_LOAD_ACQ),),
+                   kern=f"r{{d}} = load_acquire(({ut} *)(r{{s}} {{off}}))",
                    cpu=4, group="atomic64", note="not in llvm-19"))
         add(OpSpec(f"store_release{ut[1:]}", opc, f"store_release{ut[1:]} {{md}}, {{s}}",
                    f"store_release(({ut} *)(r{{d}} {{off}}), {r}{{s}})", fixed=(("imm", BPF_STORE_REL),),
+                   kern=f"store_release(({ut} *)(r{{d}} {{off}}), r{{s}})",
                    cpu=4, group="atomic64", note="not in llvm-19"))
 
     # ---- jumps ------------------------------------------------------------------------------
@@ -294,7 +306,8 @@ def _build() -> tuple[OpSpec, ...]:
             cpu = 3 if cls == BPF_JMP32 else cpu
             grp = "base64" if cls == BPF_JMP else "base32"
             add(OpSpec(f"{name}{sfx}", cls | op | BPF_K, f"{name}{sfx} {{d}}, {{imm}}, {{tgt}}",
-                       f"if {r}{{d}} {sym} {{imm}} goto {{tgt}}", fixed=(("src", 0),), cpu=cpu, group=grp))
+                       f"if {r}{{d}} {sym} {{imm}} goto {{tgt}}", fixed=(("src", 0),), cpu=cpu, group=grp,
+                       kern=f"if {r}{{d}} {sym} {{ximm}} goto {{tgt}}"))
             add(OpSpec(f"{name}{sfx}_reg", cls | op | BPF_X, f"{name}{sfx} {{d}}, {{s}}, {{tgt}}",
                        f"if {r}{{d}} {sym} {r}{{s}} goto {{tgt}}", fixed=(("imm", 0),), cpu=cpu, group=grp))
     add(OpSpec("ja", BPF_JMP | BPF_JA, "ja {tgt}", "goto {tgt}", fixed=(("dst", 0), ("src", 0), ("imm", 0))))
@@ -304,17 +317,18 @@ def _build() -> tuple[OpSpec, ...]:
                fixed=(("dst", 0), ("src", BPF_MAY_GOTO), ("imm", 0)), cpu=4,
                note="bounded-loop escape (Linux 6.9)"))
     add(OpSpec("call", BPF_JMP | BPF_CALL, "call {imm}", "call {imm}",
-               llvm_rt="call {imm}", fixed=(("dst", 0), ("src", 0), ("off", 0)), aliases=("call helper",)))
+               llvm_rt="call {imm}", fixed=(("dst", 0), ("src", 0), ("off", 0)), aliases=("call helper",),
+               kern="call {cname}#{imm}"))
     add(OpSpec("call local", BPF_JMP | BPF_CALL, "call local {tgt32}", "call {imm}",
-               llvm_rt="call local {tgt32}", llvm_alt=("call {tgt32}",),
+               llvm_rt="call local {tgt32}", llvm_alt=("call {tgt32}",), kern="call {tgt32}",
                fixed=(("dst", 0), ("src", BPF_PSEUDO_CALL), ("off", 0)), cpu=3))
     add(OpSpec("call runtime", BPF_JMP | BPF_CALL, "call runtime {imm}, {koff}", "call {imm}",
-               llvm_rt="call kfunc {imm}, {koff}",
+               llvm_rt="call kfunc {imm}, {koff}", kern="call {cname}#{imm}",
                fixed=(("dst", 0), ("src", BPF_PSEUDO_KFUNC_CALL)), cpu=3,
                aliases=("call kfunc",), note="kfunc: imm = BTF id, off = module BTF fd index"))
     # callx: the register is in dst (llvm's CALLX and bpf_conformance agree; the kernel's
     # verifier rejects BPF_CALL|BPF_X, see verifier.c: do_check "BPF_CALL uses reserved fields").
-    add(OpSpec("callx", BPF_JMP | BPF_CALL | BPF_X, "call {d}", "callx r{d}",
+    add(OpSpec("callx", BPF_JMP | BPF_CALL | BPF_X, "call {d}", "callx r{d}", kern="call {cname}#{imm}",
                fixed=(("src", 0), ("off", 0), ("imm", 0)), group="callx", aliases=("callx",)))
     add(OpSpec("exit", BPF_JMP | BPF_EXIT, "exit", "exit",
                fixed=(("dst", 0), ("src", 0), ("off", 0), ("imm", 0))))
