@@ -56,12 +56,12 @@ def map_info_from_spec(spec: Any, btf: Any, *, has_btf: bool | None = None) -> M
 
 
 def _special_offsets(btf: Any, value_type_id: int) -> tuple[int | None, int | None]:
-    """Offsets of the bpf_timer and bpf_spin_lock fields; `special_fields` is empty when the
-    kernel would reject the record (two timers...), which leaves the map without either."""
-    fields = btf.special_fields(value_type_id)
-    timer = [f.offset for f in fields if f.kind == "bpf_timer"]
-    spin = [f.offset for f in fields if f.kind == "bpf_spin_lock"]
-    return (timer[0] if timer else None), (spin[0] if spin else None)
+    """Offsets of the bpf_timer and bpf_spin_lock the kernel records for the value type (btf.c:
+    btf_parse_fields); an invalid record (two timers in one struct...) has neither."""
+    record = btf.field_record(value_type_id)
+    if not record.valid:
+        return None, None
+    return record.timer_off, record.spin_lock_off
 
 
 def verify(prog: ProgramSpec, maps: Mapping[str, MapInfo], *, btf: Any = None,
