@@ -327,6 +327,18 @@ def test_incompatible_pin_is_refused_without_side_effects() -> None:
         assert _state(rt) == before
 
 
+def test_failed_top_level_load_leaves_no_runtime_threads() -> None:
+    """`bpfsim.load(path, clock="real")` makes its own Runtime; a failed load must close it
+    (the real clock runs one thread per CPU)."""
+    import threading
+
+    before = threading.active_count()
+    for _ in range(3):
+        with pytest.raises(VerifierError):
+            bpfsim.load(REPO / "tests/fixtures/verifier/timer_on_stack.bpf.o", clock="real")
+    assert threading.active_count() == before
+
+
 def test_verifier_error_carries_the_kernel_line() -> None:
     with pytest.raises(VerifierError) as info:
         bpfsim.load(REPO / "tests/fixtures/verifier/timer_on_stack.bpf.o")

@@ -238,5 +238,9 @@ def load(source: Any, pin_root: str | None = None, **kwargs: Any) -> Any:
     """`bpfsim.load(path)`: a fresh Runtime, then `rt.load(path)`; the collection keeps the
     runtime reachable as `coll.runtime`."""
     rt = Runtime(**kwargs)
-    return rt.load(source, pin_root)
+    try:
+        return rt.load(source, pin_root)
+    except BaseException:
+        rt.close()          # a failed load leaves nothing: no runtime, no real-clock threads
+        raise
 
