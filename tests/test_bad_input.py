@@ -224,6 +224,27 @@ def test_run_input_refused_by_test_run(bpfsim_cli, tmp_path) -> None:
     bpfsim_cli("run", COUNTER, "--data", short).expect_bad_input("BPF_PROG_TEST_RUN", "errno 22")
 
 
+@pytest.mark.parametrize("text, fragment", [
+    (b"steps: [\n", "cannot parse"),
+    (b"\x84\xff\x00garbage", "cannot parse"),
+    (b"just a string\n", "non-empty list of steps"),
+    (b"steps:\n  - frobnicate: 1\n", "unknown step 'frobnicate'"),
+    (b"- run: {}\n- advance: soon\n", "bad duration 'soon'"),
+])
+def test_diff_bad_scenario_file(bpfsim_cli, tmp_path, text: bytes, fragment: str) -> None:
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_bytes(text)
+    bpfsim_cli("diff", COUNTER, "--scenario", scenario).expect_bad_input(fragment)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("step", ["run: {prog: nosuch}", "pin_prog: {prog: nosuch, path: p}"])
+def test_diff_scenario_naming_a_missing_program(bpfsim_cli, tmp_path, step: str) -> None:
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(f"steps:\n  - {step}\n")
+    _expect_clean(bpfsim_cli("diff", COUNTER, "--scenario", scenario))
+
+
 @pytest.mark.parametrize("path", ["/sys/fs/bpf/bpfsim-no-such-pin", "/sys/fs/bpf/no/such/dir/pin"])
 def test_maps_dump_of_a_path_that_is_not_pinned(bpfsim_cli, path) -> None:
     # with bpf(2): ENOENT from BPF_OBJ_GET; without it (not root): the kernel's refusal

@@ -63,8 +63,8 @@ def load_scenario(path: str | Path) -> Scenario:
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"scenario {path}: no such file")
-    text = p.read_text()
     try:
+        text = p.read_text()        # inside: a file that is not UTF-8 is bad input too
         if p.suffix == ".json":
             doc = json.loads(text)
         else:
@@ -163,8 +163,7 @@ class Driver:
 
     def _do_run(self, prog: str | None = None, data: Any = None, ctx: Any = None,
                 repeat: int = 1) -> dict[str, Any]:
-        name = prog or next(iter(self.coll.programs))
-        return self._run_on(self.coll.programs[name], data, ctx, repeat)
+        return self._run_on(self._prog(prog or next(iter(self.coll.programs))), data, ctx, repeat)
 
     def _do_run_pinned(self, path: str, data: Any = None, ctx: Any = None,
                        repeat: int = 1) -> dict[str, Any]:
@@ -177,6 +176,11 @@ class Driver:
     def _do_advance(self, ns: int) -> dict[str, Any]:
         self.b.advance(ns)
         return {"trace": self.b.trace(), "maps": self.maps_snapshot()}
+
+    def _prog(self, name: str) -> Any:
+        if name not in self.coll.programs:
+            raise UsageError(f"scenario: no program named {name!r}")
+        return self.coll.programs[name]
 
     def _map(self, name: str) -> Any:
         if name not in self.coll.maps:
@@ -201,7 +205,7 @@ class Driver:
             return {"value": None}
 
     def _do_pin_prog(self, prog: str, path: str) -> dict[str, Any]:
-        self.coll.programs[prog].pin(self._path(path))
+        self._prog(prog).pin(self._path(path))
         self.pins.append(self._path(path))
         return {}
 
