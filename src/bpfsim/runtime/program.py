@@ -49,12 +49,15 @@ class LoadedProgram(BpfProg):
         if engine is None:
             raise UsageError(f"program '{self.name}' is freed")
         kernel = self.kernel
-        with kernel.cpu_locks[cpu], kernel.trace.context(cpu, trace_flags):
+        trace = kernel.trace
+        with kernel.cpu_locks[cpu]:
+            trace.push(cpu, trace_flags)
             kernel.rcu_read_lock()
             try:
                 r0 = engine.run(ctx_addr, program=self, cpu=cpu)
             finally:
                 kernel.rcu_read_unlock()
+                trace.pop(cpu)
             self.run_count += 1
             return r0, engine.last_insn_count
 

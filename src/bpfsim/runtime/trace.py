@@ -73,6 +73,17 @@ class TracePipe:
         finally:
             stack.pop()
 
+    def push(self, cpu: int, flags: str) -> None:
+        """The cheap form of `context` for the hot path (a program run): pair with `pop`."""
+        stack = self._context.get(cpu)
+        if stack is None:
+            stack = self._context[cpu] = []
+        top = stack[-1] if stack else self._default
+        stack.append((flags, top[1], top[2]))
+
+    def pop(self, cpu: int) -> None:
+        self._context[cpu].pop()
+
     def _current(self, cpu: int) -> tuple[str, str, int]:
         stack = self._context.get(cpu)
         return stack[-1] if stack else self._default
