@@ -223,6 +223,8 @@ class Checker:
         if op == 0x90:                                     # exit
             return self._exit(st, regs, pc), None
         if op == 0x80:                                     # call
+            if insn.opcode & 0x08:                         # callx: valid ISA, refused by Linux
+                raise Reject(f"unknown opcode {insn.opcode:02x}", C.EINVAL, pc)
             return self._call(st, regs, insn, pc), None
         if op == 0x00:                                     # ja / gotol
             target = pc + 1 + (insn.imm if cls == 0x06 else insn.off)
