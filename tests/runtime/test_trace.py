@@ -20,6 +20,16 @@ MESSAGES = ["ints -5 4294967291 ff", "wide -1 1122334455    42|42   |", "str abc
             "ip 127.0.0.1 127.000.000.001", "nl", "", "results -22 -22"]
 
 
+def read_until(reader, n: int, timeout: float = 2.0) -> list[str]:
+    """Lines from a kernel TraceReader until `n` non-empty ones arrived (or the timeout)."""
+    lines: list[str] = []
+    end = time.monotonic() + timeout
+    while sum(1 for x in lines if message(x)) < n and time.monotonic() < end:
+        time.sleep(0.02)
+        lines += reader.read()
+    return lines
+
+
 def message(line: str) -> str:
     return line.split("bpf_trace_printk: ", 1)[1] if "bpf_trace_printk: " in line else line
 
@@ -113,8 +123,7 @@ def test_same_messages_as_the_kernel() -> None:
         coll = kernel.load(OBJ)
         try:
             run_all(coll)
-            time.sleep(0.05)
-            got = [message(x) for x in reader.read()]
+            got = [message(x) for x in read_until(reader, 6)]
         finally:
             coll.close()
     assert [x for x in got if x] == [x for x in MESSAGES if x]
@@ -147,8 +156,7 @@ def test_timer_callback_lines_match_the_kernel() -> None:
         coll = kernel.load(str(ROOT / "tests" / "fixtures" / "runtime" / "timer_printk.bpf.o"))
         try:
             coll.programs["arm"].test_run(data=PKT)
-            time.sleep(0.05)
-            lines = reader.read()
+            lines = [x for x in read_until(reader, 2) if message(x)]
         finally:
             coll.close()
     assert [message(x) for x in lines] == ["armed", "cb fired on key 0"]
