@@ -24,6 +24,7 @@ class VerifierLog(str):
     """The log of an accepted program (a str), with the processed instruction count."""
 
     processed: int = 0
+    max_ctx_offset: int = 0   # the furthest ctx byte accessed (test_run of SYSCALL checks it)
 
 
 BTF_FUNC_STATIC = 0
@@ -97,4 +98,5 @@ def verify(prog: ProgramSpec, maps: Mapping[str, MapInfo], *, btf: Any = None,
     checker.run()
     log = VerifierLog("\n".join(p.log) + "\n")
     log.processed = checker.processed
+    log.max_ctx_offset = checker.max_ctx_offset
     return log

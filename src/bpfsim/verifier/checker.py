@@ -123,6 +123,7 @@ class Checker:
         self.pending_callbacks: list[State] = []
         self.verified_callbacks: set[tuple] = set()
         self.loop_heads = _loop_heads(prog.insns)
+        self.max_ctx_offset = 0     # bpf_prog_aux.max_ctx_offset: test_run needs this much ctx
 
     # -- driver ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -328,6 +329,9 @@ class Checker:
 
     def _check_mem(self, base: Reg, off: int, size: int, regno: int, pc: int, *, write: bool) -> None:
         kind = base.kind
+        if kind == CTX and not base.var:
+            # verifier.c: check_ctx_access records the furthest ctx byte a program touches
+            self.max_ctx_offset = max(self.max_ctx_offset, base.off + off + size)
         if kind in (MAP_VALUE_OR_NULL, MAP_PTR_OR_NULL, MEM_OR_NULL):
             raise Reject(f"R{regno} invalid mem access '{base.type_name()}'", C.EACCES, pc)
         if kind == MAP_VALUE:
