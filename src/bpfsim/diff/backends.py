@@ -74,8 +74,10 @@ class SimBackend(Backend):
         return self.rt.load(spec, pin_root=self.pin_root)
 
     def advance(self, ns: int) -> None:
+        # The same slack the kernel side sleeps, so a timer re-armed at +1 us by its callback
+        # has had the same time to fire on both sides.
         if self.clock == "virtual":
-            self.rt.clock.advance(ns)
+            self.rt.clock.advance(ns + REAL_TIME_SLACK_NS)
         else:
             time.sleep((ns + REAL_TIME_SLACK_NS) / NSEC_PER_SEC)
 

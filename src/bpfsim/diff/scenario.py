@@ -34,7 +34,23 @@ from typing import Any
 
 from bpfsim.diff.backends import Backend
 from bpfsim.errors import BpfError, UsageError, VerifierError
+from bpfsim.uapi import MapType
 from bpfsim.units import parse_duration
+
+# Maps whose values are object ids (programs, inner maps): ids are each kernel's own numbering,
+# so a diff compares which slots are filled, not the numbers.
+ID_VALUED_MAPS = frozenset({MapType.PROG_ARRAY, MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS})
+
+
+def _without_ids(entry: Any) -> Any:
+    if not isinstance(entry, dict):
+        return entry
+    out = dict(entry)
+    for k in ("value", "formatted"):
+        out.pop(k, None)
+    out["value"] = "<object id>"
+    return out
+
 
 STEP_KINDS = ("run", "advance", "map_update", "map_delete", "map_lookup", "pin_prog", "pin_map",
               "close", "run_pinned", "unpin", "dump")
@@ -151,7 +167,11 @@ class Driver:
         for name, m in self.coll.maps.items():
             if name in self.closed_maps:
                 continue
-            out[name] = m.dump()
+            dump = m.dump()
+            ms = self.spec.maps.get(name)
+            if ms is not None and ms.type in ID_VALUED_MAPS:
+                dump = [_without_ids(e) for e in dump]
+            out[name] = dump
         return out
 
     # -- steps -------------------------------------------------------------------------------
