@@ -201,3 +201,20 @@ def test_bench_wrong_result_exits_1(bpfsim_cli, repo, tmp_path) -> None:
     res = bpfsim_cli("bench", "--dir", tmp_path, "--backend", "sim", "--runs", "1")
     assert res.rc == 1
     assert res.out.splitlines()[1].endswith("WRONG RESULT")
+
+
+def test_bench_without_a_kernel(bpfsim_cli, monkeypatch) -> None:
+    import bpfsim.kernel
+    from bpfsim.errors import KernelError
+
+    def refuse(*_a, **_k):
+        raise KernelError("BPF_PROG_LOAD", 1, "not root")
+
+    monkeypatch.setattr(bpfsim.kernel, "load", refuse)
+    both = bpfsim_cli("bench", "--only", "empty", "--runs", "1", "--json")
+    assert both.rc == 0
+    assert both.err.splitlines() == [
+        "bpfsim bench: kernel backend unavailable (BPF_PROG_LOAD: Operation not permitted (errno 1): "
+        "not root); timing the emulator only"]
+    assert all(r["sim_retval"] == 0 and "kernel_ns" not in r for r in both.json["results"])
+    bpfsim_cli("bench", "--only", "empty", "--backend", "kernel").expect_bad_input("BPF_PROG_LOAD")
