@@ -239,6 +239,7 @@ class _Loader:
         log = self._verify(ps) if self.verify else ""
         self.progs[name] = LoadedProgram(self.kernel, ps, insns, used)
         self.progs[name].verifier_log = log
+        self.progs[name].max_ctx_offset = getattr(log, "max_ctx_offset", 0)
 
     def _resolve(self, ps: ProgramSpec) -> tuple[list[Instruction], list[Any]]:
         """Write each referenced map's address into its lddw (docs: Instructions at run time)."""

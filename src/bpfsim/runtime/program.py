@@ -40,6 +40,8 @@ class LoadedProgram(BpfProg):
                                                       budget=kernel.insn_budget)
         self.run_count = 0
         self.verifier_log = ""            # set by the loader: the log of the accepted program
+        # bpf_prog_aux.max_ctx_offset: the furthest ctx byte the verifier saw the program touch
+        self.max_ctx_offset = 0
 
     # -- execution ------------------------------------------------------------------------------
     def execute(self, ctx_addr: int, cpu: int, trace_flags: str = FLAGS_PROG_RUN) -> tuple[int, int]:

@@ -354,6 +354,9 @@ class TestRunner:
         raw = bytes(ctx or b"")
         if len(raw) > U16_MAX:
             raise _fail(EINVAL, f"ctx of {len(raw)} bytes > {U16_MAX}")
+        if len(raw) < self.prog.max_ctx_offset:
+            raise _fail(EINVAL, f"ctx of {len(raw)} bytes, the program reads "
+                        f"{self.prog.max_ctx_offset} (prog->aux->max_ctx_offset)")
         c = RawContext(self.kernel.mem, raw, name=self.prog.name + ".ctx")
         try:
             r0, insns, _, wall = self._loop(c, 1, self._current_cpu(), FLAGS_SYSCALL)
@@ -365,8 +368,9 @@ class TestRunner:
         if data or repeat > 1:
             raise _fail(EINVAL, "RAW_TRACEPOINT programs take only a ctx")
         raw = bytes(ctx or b"")
-        if len(raw) > MAX_BPF_FUNC_ARGS * 8:
-            raise _fail(EINVAL, f"ctx of {len(raw)} bytes > {MAX_BPF_FUNC_ARGS * 8}")
+        if len(raw) > MAX_BPF_FUNC_ARGS * 8 or len(raw) < self.prog.max_ctx_offset:
+            raise _fail(EINVAL, f"ctx of {len(raw)} bytes outside [{self.prog.max_ctx_offset}, "
+                        f"{MAX_BPF_FUNC_ARGS * 8}] (bpf_prog_test_run_raw_tp)")
         cpu = cpu or 0
         if not flags & BPF_F_TEST_RUN_ON_CPU and cpu:
             raise _fail(EINVAL, "cpu without BPF_F_TEST_RUN_ON_CPU")
