@@ -65,6 +65,45 @@ def make_timer_slot(mp: Any, key_addr: int, value_addr: int) -> Any:
     return TimerSlot(mp, key_addr, value_addr)
 
 
+class MapLock:
+    """A re-entrant lock whose outermost release runs the actions deferred while it was held."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._deferred: list[Any] = []
+
+    def __enter__(self) -> MapLock:
+        self._lock.acquire()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        run = []
+        if self._depth == 0 and self._deferred:
+            run, self._deferred = self._deferred, []
+        self._lock.release()
+        for action in run:
+            action()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        ok = self._lock.acquire(blocking, timeout)
+        if ok:
+            self._depth += 1
+        return ok
+
+    def release(self) -> None:
+        self.__exit__()
+
+    def defer(self, action: Any) -> bool:
+        """Queue `action` for the outermost release if this thread holds the lock."""
+        if self._depth and self._lock._is_owned():  # type: ignore[attr-defined]
+            self._deferred.append(action)
+            return True
+        return False
+
+
 class Element:
     """One element's storage.
 
@@ -186,7 +225,7 @@ class MapBase(BpfMap):
         self.region = self.mem.map(bytearray(MAP_DESCRIPTOR_SIZE), name=self.name, kind="map",
                                    writable=False, owner=self)
         self._retired: list[Region] = []
-        self.lock = threading.RLock()      # serializes structure changes (bucket locks)
+        self.lock = MapLock()              # serializes structure changes (bucket locks)
 
     # -- identity -------------------------------------------------------------------------------
     @property
@@ -405,15 +444,21 @@ class MapBase(BpfMap):
         return [e.timer_slot for e in self.elements() if e.timer_slot is not None]
 
     def free_fields(self, elem: Element) -> None:
-        """bpf_obj_free_fields: cancel and free the element's timer."""
+        """bpf_obj_free_fields: cancel and free the element's timer.
+
+        Under the map lock the cancel is deferred to the lock's release: cancel_and_free may
+        wait for a running callback, and that callback may need this very map (a callback
+        deleting its own element while user space replaces it).  6.18 frees special fields
+        after dropping the bucket lock for the same reason (hashtab.c: free_htab_elem after
+        htab_unlock_bucket)."""
         slot = elem.timer_slot
         if slot is None or slot.timer is None:
             return
         timers = getattr(self.kernel, "timers", None)
-        if timers is not None:
-            timers.cancel_and_free(slot)
-        else:
+        if timers is None:
             slot.timer = None
+        elif not self.lock.defer(lambda: timers.cancel_and_free(slot)):
+            timers.cancel_and_free(slot)
 
     def retire(self, elem: Element) -> None:
         """A freed element's memory stays readable until the running program ends (RCU).
