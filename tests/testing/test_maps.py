@@ -17,11 +17,8 @@ def _load(backend, *maps: MapSpec):
     return backend(CollectionSpec(maps={m.name: m for m in maps}))
 
 
-def test_queue_and_stack_push_pop_peek(backend, request):
-    if backend.name == "sim":
-        # queue_stack_maps.c: __queue_map_get returns -ENOENT on an empty queue/stack.
-        request.applymarker(pytest.mark.xfail(reason="emulator: empty pop is MapError, not "
-                                              "KeyNotFound (ENOENT)", strict=False))
+def test_queue_and_stack_push_pop_peek(backend):
+    # queue_stack_maps.c: __queue_map_get returns -ENOENT on an empty queue/stack.
     q = MapSpec(name="q", type=MapType.QUEUE, key_size=0, value_size=4, max_entries=2)
     s = MapSpec(name="s", type=MapType.STACK, key_size=0, value_size=4, max_entries=2)
     with _load(backend, q, s) as coll:

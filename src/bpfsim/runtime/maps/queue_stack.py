@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from bpfsim.errors import MapError, MapFull
+from bpfsim.errors import KeyNotFound, MapError, MapFull
 from bpfsim.runtime.maps.base import BPF_F_ACCESS_MASK, KMALLOC_MAX_SIZE, MapBase, einval, flags_access_ok
 from bpfsim.uapi.constants import BPF_EXIST, BPF_F_NUMA_NODE, BPF_NOEXIST, E2BIG, EINVAL, ENOENT
 
@@ -64,7 +64,8 @@ class QueueMap(MapBase):
     def _take(self, delete: bool) -> bytes:
         with self.lock:
             if not self._items:
-                raise MapError(f"{self.type_name} '{self.name}' is empty", ENOENT)
+                # __queue_map_get: -ENOENT, which user space sees as a missing key
+                raise KeyNotFound(f"{self.type_name} '{self.name}' is empty")
             if self.lifo:
                 return self._items.pop() if delete else self._items[-1]
             return self._items.popleft() if delete else self._items[0]
@@ -96,8 +97,8 @@ class QueueMap(MapBase):
     def _prog_take(self, value_addr: int, delete: bool) -> int:
         try:
             data = self._take(delete)
-        except MapError as e:
-            return -e.errno
+        except KeyNotFound:
+            return -ENOENT
         self.mem.write(value_addr, data)
         return 0
 
