@@ -56,3 +56,42 @@ def test_ignored_fields_drop_raw_bytes_and_the_field() -> None:
     assert compare_observations("s", {"maps": {"m": a}}, {"maps": {"m": b}}, parse_ignores(["m.t"])) == []
     with pytest.raises(UsageError):
         parse_ignores(["nodot"])
+
+
+def test_ignore_an_element_of_a_global_array() -> None:
+    """`.bss.res.1`: map `.bss` (the leading dot kept), variable `res`, element 1 -- only it."""
+    from bpfsim.diff.compare import parse_ignores
+
+    def dump(res: list[int]) -> list[dict]:
+        return [{"key": ["0x00"], "value": [hex(x) for x in res],
+                 "formatted": {"value": {".bss": [{"res": res}, {"other": 3}]}}}]
+
+    ign = parse_ignores([".bss.res.1"])
+    assert ign == {".bss": [["res", "1"]]}
+    assert compare_observations("s", {"maps": {".bss": dump([1, 2])}},
+                                {"maps": {".bss": dump([1, 9])}}, ign) == []
+    assert compare_observations("s", {"maps": {".bss": dump([1, 2])}},
+                                {"maps": {".bss": dump([5, 9])}}, ign) != []
+
+
+def test_raw_ignore_compares_keys_through_btf_only() -> None:
+    """`m.@raw`: a key whose padding hole differs (uninitialised stack) compares equal."""
+    from bpfsim.diff.compare import parse_ignores
+
+    a = [{"key": ["0x01", "0x00"], "value": ["0x01"], "formatted": {"key": {"a": 1}, "value": 1}}]
+    b = [{"key": ["0x01", "0xff"], "value": ["0x01"], "formatted": {"key": {"a": 1}, "value": 1}}]
+    assert compare_observations("s", {"maps": {"m": a}}, {"maps": {"m": b}}) != []
+    assert compare_observations("s", {"maps": {"m": a}}, {"maps": {"m": b}},
+                                parse_ignores(["m.@raw"])) == []
+
+
+def test_ignore_a_run_field() -> None:
+    from bpfsim.diff.compare import parse_ignores
+
+    ign = parse_ignores(["retval"])
+    assert compare_observations("1: run", {"retval": 1, "data_out": "00"},
+                                {"retval": 2, "data_out": "00"}, ign) == []
+    assert compare_observations("1: run", {"retval": 1, "data_out": "00"},
+                                {"retval": 2, "data_out": "01"}, ign) != []
+    with pytest.raises(UsageError):
+        parse_ignores([".bss"])

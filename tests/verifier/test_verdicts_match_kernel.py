@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 OBJECTS = sorted({*ROOT.glob("tests/fixtures/**/*.bpf.o"), *ROOT.glob("examples/**/*.bpf.o"),
                   *ROOT.glob("bench/objects/*.bpf.o")})
 # Loader-level refusals (bad objects) are the loader tests' business, not the verifier's.
-KNOWN_LOADER_GAPS = {"core.bpf.o"}  # CO-RE relocations the kernel backend does not apply yet
+# CO-RE objects compare too: both loaders relocate against the kernel's BTF.
 
 
 def _verdict(load, obj: Path, pin_root: str) -> str:
@@ -32,9 +32,6 @@ def _verdict(load, obj: Path, pin_root: str) -> str:
 @pytest.mark.kernel
 @pytest.mark.parametrize("obj", OBJECTS, ids=lambda p: str(p.relative_to(ROOT)))
 def test_verdict_matches_kernel(obj: Path, bpf_pin_dir: str) -> None:
-
-    if obj.name in KNOWN_LOADER_GAPS:
-        pytest.xfail("CO-RE relocations are not applied by the kernel backend yet")
     sim = _verdict(bpfsim.load, obj, bpf_pin_dir)
     kernel = _verdict(bpfsim.kernel.load, obj, bpf_pin_dir)
     if sim.startswith("error") and kernel.startswith("error"):

@@ -21,7 +21,8 @@ from bpfsim.diff import default_scenario, load_scenario, run_diff
 @click.option("--scenario", "scenario_file", metavar="FILE",
               help="A YAML/JSON scenario of steps to drive through both backends.")
 @click.option("--ignore", multiple=True, metavar="MAP.FIELD",
-              help="A map value field that legitimately differs (a clock reading); repeatable.")
+              help="A field that legitimately differs (a clock reading): MAP.FIELD[.SUB|.INDEX], "
+                   "MAP.@raw (compare through BTF only) or retval/data_out/ctx_out; repeatable.")
 def command(obj: str, prog: str | None, data: str | None, ctx: str | None, repeat: int,
             advance: int | None, as_json: bool, scenario_file: str | None,
             ignore: tuple[str, ...]) -> None:

@@ -57,6 +57,23 @@ def trace_message(line: str) -> str:
     return line[i + len(marker):] if i >= 0 else line
 
 
+def this_task() -> Any:
+    """The emulator's "current task" as the kernel sees this thread during BPF_PROG_TEST_RUN:
+    bpf_get_current_pid_tgid / uid_gid / comm then agree between the backends (the default
+    Task, pid 1000 "bpfsim", is a fixed stand-in)."""
+    import threading
+
+    import bpfsim
+
+    try:
+        with open("/proc/thread-self/comm") as f:
+            comm = f.read().rstrip("\n")
+    except OSError:
+        comm = "bpfsim"
+    return bpfsim.Task(comm=comm, pid=threading.get_native_id(), tgid=os.getpid(),
+                       uid=os.getuid(), gid=os.getgid())
+
+
 class SimBackend(Backend):
     """The emulator: a fresh Runtime with the virtual clock (or the real one)."""
 
@@ -65,7 +82,7 @@ class SimBackend(Backend):
     def __init__(self, clock: str = "virtual", runtime: Any = None) -> None:
         import bpfsim
 
-        self.rt = runtime if runtime is not None else bpfsim.Runtime(clock=clock)
+        self.rt = runtime if runtime is not None else bpfsim.Runtime(clock=clock, task=this_task())
         self.clock = clock
         self._seen = 0
         self.pin_root = f"/sys/fs/bpf/bpfsim-diff-{os.getpid()}"

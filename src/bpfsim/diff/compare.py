@@ -28,61 +28,102 @@ class Difference:
         return {"step": self.step, "what": self.what, "sim": self.sim, "kernel": self.kernel}
 
 
+# Run observations `--ignore` may name bare (a run that returns a clock reading, say).
+RUN_FIELDS = ("retval", "data_out", "ctx_out")
+# `--ignore MAP.@raw`: compare the map's keys and values through BTF only, so padding holes
+# (uninitialised stack bytes copied in by the program: the kernel's are garbage, the
+# emulator's zero) are not compared.
+RAW = "@raw"
+
+
 def _entry_key(entry: Any) -> str:
     if isinstance(entry, dict):
-        return json.dumps(entry.get("key", entry), sort_keys=True)
+        key = entry.get("key")
+        if key is None and isinstance(entry.get("formatted"), dict):
+            key = entry["formatted"].get("key")
+        return json.dumps(key if key is not None else entry, sort_keys=True)
     return json.dumps(entry, sort_keys=True)
 
 
-def normalise_dump(entries: Any, ignore: list[list[str]] | None = None) -> Any:
+def normalise_dump(entries: Any, ignore: list[list[str]] | None = None, name: str = "") -> Any:
     """A map dump in a backend-independent order (sorted by raw key).
 
-    `ignore` lists field paths inside the formatted value (["last_seen"], ["stats", "when"]) that
-    legitimately differ between backends — clock readings, random numbers; when given, the raw
-    value bytes are dropped and only the formatted value, minus those fields, is compared."""
+    `ignore` lists field paths inside the formatted value (["last_seen"], ["stats", "when"],
+    ["res", "12"] for element 12 of an array; a global variable of `.bss` etc. is named
+    directly) that legitimately differ between backends -- clock readings, random numbers;
+    when given, the raw value bytes are dropped and only the formatted value, minus those
+    fields, is compared ([RAW] drops the raw key bytes too)."""
     if not isinstance(entries, list):
         return entries
     if ignore:
-        entries = [_without(e, ignore) for e in entries]
+        entries = [_without(e, ignore, name) for e in entries]
     return sorted(entries, key=_entry_key)
 
 
-def _without(entry: Any, ignore: list[list[str]]) -> Any:
+def _without(entry: Any, ignore: list[list[str]], name: str) -> Any:
     if not isinstance(entry, dict) or "formatted" not in entry:
         return entry
-    out = {k: v for k, v in entry.items() if k not in ("value", "values")}
+    drop = ("value", "values", "key") if [RAW] in ignore else ("value", "values")
+    out = {k: v for k, v in entry.items() if k not in drop}
     formatted = json.loads(json.dumps(entry["formatted"]))
     for path in ignore:
-        for value in _values_of(formatted):
+        for value in _values_of(formatted, name):
             _drop(value, path)
     out["formatted"] = formatted
     return out
 
 
-def _values_of(formatted: dict[str, Any]) -> list[Any]:
+def _values_of(formatted: dict[str, Any], name: str) -> list[Any]:
     if "values" in formatted:      # per-CPU maps
-        return [v.get("value") for v in formatted["values"]]
-    return [formatted.get("value")]
+        values = [v.get("value") for v in formatted["values"]]
+    else:
+        values = [formatted.get("value")]
+    out: list[Any] = []
+    for v in values:
+        # global data: {".bss": [{var: value}, ...]} -- fields are named by variable
+        if isinstance(v, dict) and list(v) == [name] and isinstance(v[name], list):
+            out.extend(v[name])
+        else:
+            out.append(v)
+    return out
 
 
 def _drop(value: Any, path: list[str]) -> None:
     for part in path[:-1]:
-        if not isinstance(value, dict) or part not in value:
+        value = _child(value, part)
+        if value is None:
             return
-        value = value[part]
+    last = path[-1]
     if isinstance(value, dict):
-        value.pop(path[-1], None)
+        value.pop(last, None)
+    elif isinstance(value, list) and last.isdigit() and int(last) < len(value):
+        value[int(last)] = "<ignored>"
+
+
+def _child(value: Any, part: str) -> Any:
+    if isinstance(value, dict):
+        return value.get(part)
+    if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        return value[int(part)]
+    return None
 
 
 def parse_ignores(patterns: list[str] | tuple[str, ...]) -> dict[str, list[list[str]]]:
-    """`MAP.FIELD[.SUB...]` patterns -> {map: [[FIELD, SUB, ...], ...]}."""
+    """`MAP.FIELD[.SUB...]` patterns -> {map: [[FIELD, SUB, ...], ...]}; a map whose name
+    starts with a dot (`.bss.res.3`) keeps it; a bare run field (`retval`) -> {"@retval": []}."""
     out: dict[str, list[list[str]]] = {}
     for pat in patterns:
-        mapname, _, rest = pat.partition(".")
-        if not mapname or not rest:
+        if pat in RUN_FIELDS:
+            out["@" + pat] = []
+            continue
+        lead = "." if pat.startswith(".") else ""
+        mapname, _, rest = pat[len(lead):].partition(".")
+        mapname = lead + mapname
+        if not mapname.strip(".") or not rest:
             from bpfsim.errors import UsageError
 
-            raise UsageError(f"--ignore {pat!r}: expected MAP.FIELD (e.g. flows.last_seen)")
+            raise UsageError(f"--ignore {pat!r}: expected MAP.FIELD (e.g. flows.last_seen), "
+                             f"MAP.@raw or one of {', '.join(RUN_FIELDS)}")
         out.setdefault(mapname, []).append(rest.split("."))
     return out
 
@@ -92,11 +133,14 @@ def compare_observations(step: str, sim: dict[str, Any], kernel: dict[str, Any],
     diffs: list[Difference] = []
     ignore = ignore or {}
     for what in sorted(set(sim) | set(kernel)):
+        if "@" + what in ignore:
+            continue
         a, b = sim.get(what), kernel.get(what)
         if what == "maps" and isinstance(a, dict) and isinstance(b, dict):
             for name in sorted(set(a) | set(b)):
                 ign = ignore.get(name)
-                da, db = normalise_dump(a.get(name), ign), normalise_dump(b.get(name), ign)
+                da = normalise_dump(a.get(name), ign, name)
+                db = normalise_dump(b.get(name), ign, name)
                 if da != db:
                     diffs.append(Difference(step, f"maps.{name}", da, db))
             continue

@@ -51,22 +51,14 @@ _BTF_TARGET_TYPES = frozenset({ProgType.TRACING, ProgType.LSM})
 _ATTACH_PREFIX = {AttachType.TRACE_RAW_TP: ("btf_trace_", "TYPEDEF"),
                   AttachType.LSM_MAC: ("bpf_lsm_", "FUNC"), AttachType.LSM_CGROUP: ("bpf_lsm_", "FUNC"),
                   AttachType.TRACE_ITER: ("bpf_iter_", "FUNC")}
-VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
-_vmlinux_cache: list[Any] = []
-
-
 def vmlinux_btf() -> Any:
-    """The running kernel's BTF (parsed once per process: about a second)."""
-    if not _vmlinux_cache:
-        from bpfsim.btf import Btf
+    """The running kernel's BTF (runtime.vmlinux: parsed once per process, about a second)."""
+    from bpfsim.runtime.vmlinux import VMLINUX_BTF, kernel_btf, kernel_btf_error
 
-        try:
-            with open(VMLINUX_BTF, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise NotSupported("kernel BTF", "5.4", f"{VMLINUX_BTF}: {e.strerror}") from None
-        _vmlinux_cache.append(Btf.parse(data))
-    return _vmlinux_cache[0]
+    btf = kernel_btf()
+    if btf is None:
+        raise NotSupported("kernel BTF", "5.4", f"{VMLINUX_BTF}: {kernel_btf_error()}")
+    return btf
 
 
 class KernelCollection:

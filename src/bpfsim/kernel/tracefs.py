@@ -45,6 +45,11 @@ _LINE = re.compile(r"^(?P<head>.*?-\d+\s+)\(\s*(?P<tgid>[-\d]+)\)\s"
                    r"(?P<rest>\s*\[\d+\]\s+(?P<flags>\S+)\s.*)$")
 
 
+# Any event line (with or without the tgid column); a line without this head continues the
+# event above it.
+_HEADER = re.compile(r"^.*?-\d+\s+(\(\s*[-\d]+\)\s+)?\[\d+\]\s+\S+\s+\d+\.\d+: ")
+
+
 def _filter(line: str, foreign: bool) -> str | None:
     """The line without its tgid column, or None when it belongs to another process.
 
@@ -111,6 +116,7 @@ class TraceReader:
             raise NotSupported("tracefs instance", detail=f"{self.path}: {e.strerror}") from None
         self._fd = -1
         self._partial = b""
+        self._keep = False             # whether the last event line was kept (continuations follow it)
         try:
             _write(os.path.join(self.path, "options", "record-tgid"), "1")
             _write(os.path.join(self.path, EVENT), "1")
@@ -140,8 +146,21 @@ class TraceReader:
             chunks.append(data)
         buf = b"".join(chunks)
         *lines, self._partial = buf.split(b"\n")
-        out = (_filter(ln.decode("utf-8", errors="replace"), self.foreign) for ln in lines if ln)
-        return [ln for ln in out if ln is not None]
+        out: list[str] = []
+        for raw in lines:
+            text = raw.decode("utf-8", errors="replace")
+            if _HEADER.match(text) is None:
+                # A continuation of the event above: the rest of a message with a "\n" in it,
+                # or the empty line after one ending in "\n" (the event's output appends its
+                # own "\n", trace_output.c) -- kept with the event it belongs to.
+                if self._keep:
+                    out.append(text)
+                continue
+            line = _filter(text, self.foreign)
+            self._keep = line is not None
+            if line is not None:
+                out.append(line)
+        return out
 
     def close(self) -> None:
         """Remove the instance (idempotent)."""

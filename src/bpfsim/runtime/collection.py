@@ -18,7 +18,7 @@ from typing import Any
 from bpfsim.errors import LinkError, PinError, UsageError
 from bpfsim.isa.insn import Instruction
 from bpfsim.runtime.program import LoadedProgram, Program
-from bpfsim.spec.collection import REF_MAP, REF_MAP_VALUE, CollectionSpec, MapSpec, ProgramSpec
+from bpfsim.spec.collection import REF_KFUNC, REF_MAP, REF_MAP_VALUE, CollectionSpec, MapSpec, ProgramSpec
 from bpfsim.uapi.constants import BPF_OBJ_NAME_LEN, LIBBPF_PIN_BY_NAME, LIBBPF_PIN_NONE, MapType
 
 _MAP_IN_MAP = (MapType.ARRAY_OF_MAPS, MapType.HASH_OF_MAPS)
@@ -76,6 +76,44 @@ def load_collection(kernel: Any, source: Any, pin_root: str, *, verify: bool = T
         raise UsageError(f"load() takes a path, the object's bytes or a CollectionSpec, not "
                          f"{type(source).__name__}")
     return _Loader(kernel, spec, pin_root, verify).run()
+
+
+def _resolve_kfuncs(ps: ProgramSpec, insns: list[Instruction]) -> tuple[list[Instruction], dict[int, Any]]:
+    """Number the kfuncs the program calls (1, 2, ... in order of first use: the emulator's
+    stand-in for libbpf's bpf_object__resolve_ksym_func_btf_id) and patch each call's imm."""
+    from bpfsim.runtime.kfuncs import kfunc
+
+    ids: dict[str, int] = {}
+    table: dict[int, Any] = {}
+    for ref in ps.references:
+        if ref.kind != REF_KFUNC:
+            continue
+        if not (0 <= ref.insn < len(insns)) or insns[ref.insn].opcode != 0x85:
+            raise LinkError(f"prog '{ps.name}': insn #{ref.insn}: kfunc reference on a non-call")
+        if ref.target not in ids:
+            ids[ref.target] = len(ids) + 1
+            table[ids[ref.target]] = kfunc(ref.target)
+        insns[ref.insn] = replace(insns[ref.insn], imm=ids[ref.target], off=0)
+    return insns, table
+
+
+def _relocate_core(spec: CollectionSpec, ps: ProgramSpec) -> ProgramSpec:
+    """libbpf.c: bpf_object__relocate_core -- CO-RE records resolved against the kernel's BTF
+    (the machine's /sys/kernel/btf/vmlinux, as libbpf does); a field the kernel lacks poisons
+    its instruction (`call 0xbad2310`), which the verifier rejects if reachable.  Without a
+    kernel BTF clang's values (the object's own BTF) stand."""
+    if not ps.core_relos or spec.btf is None:
+        return ps
+    from bpfsim.btf.core import calc_relo, patch_insns
+    from bpfsim.runtime.vmlinux import kernel_btf
+
+    targ = kernel_btf()
+    if targ is None:
+        return ps
+    insns = list(ps.instructions)
+    for relo in ps.core_relos:
+        patch_insns(insns, relo.insn, calc_relo(spec.btf, relo, targ))
+    return replace(ps, instructions=insns)
 
 
 # -- adapters onto the maps package --------------------------------------------------------------
@@ -235,9 +273,11 @@ class _Loader:
 
     # -- programs -------------------------------------------------------------------------------
     def _load_program(self, name: str, ps: ProgramSpec) -> None:
+        ps = _relocate_core(self.spec, ps)
         insns, used = self._resolve(ps)
+        insns, kfuncs = _resolve_kfuncs(ps, insns)
         log = self._verify(ps) if self.verify else ""
-        self.progs[name] = LoadedProgram(self.kernel, ps, insns, used)
+        self.progs[name] = LoadedProgram(self.kernel, ps, insns, used, kfuncs)
         self.progs[name].verifier_log = log
         self.progs[name].max_ctx_offset = getattr(log, "max_ctx_offset", 0)
 

@@ -26,7 +26,8 @@ from bpfsim.vm.interpreter import Interpreter
 class LoadedProgram(BpfProg):
     """A program in the emulated kernel."""
 
-    def __init__(self, kernel: Any, spec: Any, insns: list[Instruction], maps: list[Any]) -> None:
+    def __init__(self, kernel: Any, spec: Any, insns: list[Instruction], maps: list[Any],
+                 kfuncs: dict[int, Any] | None = None) -> None:
         super().__init__(kernel, spec.name, int(spec.type))
         self.spec = spec
         self.insns = insns
@@ -36,7 +37,7 @@ class LoadedProgram(BpfProg):
         for m in maps:
             self.use_map(m)
         self.engine: Interpreter | None = Interpreter(insns, mem=kernel.mem, helpers=kernel.helpers,
-                                                      name=spec.name, program=self,
+                                                      kfuncs=kfuncs or {}, name=spec.name, program=self,
                                                       budget=kernel.insn_budget)
         self.run_count = 0
         self.verifier_log = ""            # set by the loader: the log of the accepted program
