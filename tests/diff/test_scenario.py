@@ -95,3 +95,17 @@ def test_ignore_a_run_field() -> None:
                                 {"retval": 2, "data_out": "01"}, ign) != []
     with pytest.raises(UsageError):
         parse_ignores([".bss"])
+
+
+def test_explain_shows_only_the_differing_entries() -> None:
+    from bpfsim.diff.compare import Difference, explain
+
+    sim = [{"key": ["0x01"], "formatted": {"key": 1, "value": 5}},
+           {"key": ["0x02"], "formatted": {"key": 2, "value": 7}}]
+    ker = [{"key": ["0x01"], "formatted": {"key": 1, "value": 5}},
+           {"key": ["0x02"], "formatted": {"key": 2, "value": 8}},
+           {"key": ["0x03"], "formatted": {"key": 3, "value": 1}}]
+    lines = explain(Difference("1: run", "maps.m", sim, ker))
+    assert lines == ["key 2:", "  sim    : 7", "  kernel : 8", "key 3: only in kernel : 1"]
+    lines = explain(Difference("2: advance", "trace", ["a", "b"], ["a"]))
+    assert lines == ["line 2:", "  sim    : b", "  kernel : (none)"]

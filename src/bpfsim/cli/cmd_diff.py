@@ -6,14 +6,13 @@ story (runs, map writes, advances, pins, closes) instead of a single run.
 
 from __future__ import annotations
 
-import json
-
 import click
 
 import bpfsim
 from bpfsim.cli.main import exit_with
 from bpfsim.cli.options import emit_json, read_bytes, run_options
 from bpfsim.diff import default_scenario, load_scenario, run_diff
+from bpfsim.diff.compare import explain
 
 
 @click.command("diff")
@@ -49,7 +48,7 @@ def command(obj: str, prog: str | None, data: str | None, ctx: str | None, repea
         click.echo(f"{len(diffs)} difference{'s' if len(diffs) != 1 else ''}:")
         for d in diffs:
             click.echo(f"  step {d.step}: {d.what}")
-            click.echo(f"    sim    : {json.dumps(d.sim, default=str)}")
-            click.echo(f"    kernel : {json.dumps(d.kernel, default=str)}")
+            for line in explain(d):
+                click.echo(f"    {line}")
     if diffs:
         exit_with(1)

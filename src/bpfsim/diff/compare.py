@@ -189,3 +189,46 @@ def default_scenario(prog: str | None, data: str | None, ctx: str | None, repeat
     if ctx is not None:
         args["ctx"] = str(Path(ctx).resolve())
     return Scenario([Step("run", args), Step("advance", {"ns": advance or 0})], Path("."))
+
+
+def explain(d: Difference) -> list[str]:
+    """Readable lines for one difference: per entry for maps (only the entries that differ,
+    shown through BTF), per line for traces, the two values otherwise."""
+    if d.what.startswith("maps.") and isinstance(d.sim, list) and isinstance(d.kernel, list):
+        return _explain_map(d.sim, d.kernel)
+    if d.what == "trace" and isinstance(d.sim, list) and isinstance(d.kernel, list):
+        out = []
+        for i in range(max(len(d.sim), len(d.kernel))):
+            a = d.sim[i] if i < len(d.sim) else "(none)"
+            b = d.kernel[i] if i < len(d.kernel) else "(none)"
+            if a != b:
+                out += [f"line {i + 1}:", f"  sim    : {a}", f"  kernel : {b}"]
+        return out
+    return [f"sim    : {_show(d.sim)}", f"kernel : {_show(d.kernel)}"]
+
+
+def _show(v: Any) -> str:
+    return json.dumps(v, default=str)
+
+
+def _key_and_value(entry: Any) -> tuple[str, Any]:
+    if isinstance(entry, dict):
+        f = entry.get("formatted")
+        if isinstance(f, dict) and "key" in f:
+            return _show(f["key"]), f.get("value", f.get("values"))
+        return _show(entry.get("key")), entry.get("value", entry.get("values"))
+    return _show(entry), None
+
+
+def _explain_map(sim: list[Any], kernel: list[Any]) -> list[str]:
+    a = dict(_key_and_value(e) for e in sim)
+    b = dict(_key_and_value(e) for e in kernel)
+    out = []
+    for key in sorted(set(a) | set(b)):
+        if key not in b:
+            out.append(f"key {key}: only in sim    : {_show(a[key])}")
+        elif key not in a:
+            out.append(f"key {key}: only in kernel : {_show(b[key])}")
+        elif a[key] != b[key]:
+            out += [f"key {key}:", f"  sim    : {_show(a[key])}", f"  kernel : {_show(b[key])}"]
+    return out or [f"sim    : {_show(sim)}", f"kernel : {_show(kernel)}"]
