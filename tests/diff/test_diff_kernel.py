@@ -110,3 +110,16 @@ def test_default_scenario_shape() -> None:
     assert isinstance(sc, Scenario)
     assert sc.steps == [Step("run", {"prog": "p", "repeat": 3}), Step("advance", {"ns": 5})]
     assert default_scenario("p", None, None, 1, None).steps[1] == Step("advance", {"ns": 0})
+
+
+@pytest.mark.skipif(not (TIMER / "timer.bpf.o").exists(), reason="timer example not built")
+@pytest.mark.parametrize(("scenario", "retval"), [("lifetime.yaml", 1), ("lifetime_pinned_map.yaml", 0)])
+def test_bundled_lifetime_scenarios(scenario: str, retval: int) -> None:
+    """The documentation's surprise, on both backends: pinning only the program leaves the map
+    without a user reference (init -> -EPERM, retval 1); pinning the map too gives 0."""
+    from bpfsim.diff import load_scenario, run_diff_steps
+
+    diffs, steps = run_diff_steps(bpfsim.load_spec(TIMER / "timer.bpf.o"), load_scenario(TIMER / scenario))
+    assert diffs == []
+    runs = [s for s in steps if s["step"].split(": ", 1)[-1].startswith("run_pinned")]
+    assert [(s["sim"]["retval"], s["kernel"]["retval"]) for s in runs] == [(retval, retval)]

@@ -152,15 +152,24 @@ def compare_observations(step: str, sim: dict[str, Any], kernel: dict[str, Any],
 def run_diff(spec: Any, scenario: Scenario, *, sim: Backend | None = None,
              kernel: Backend | None = None, ignore: tuple[str, ...] = ()) -> list[Difference]:
     """Drive `scenario` through both backends (the emulator first) and compare every step."""
+    return run_diff_steps(spec, scenario, sim=sim, kernel=kernel, ignore=ignore)[0]
+
+
+def run_diff_steps(spec: Any, scenario: Scenario, *, sim: Backend | None = None,
+                   kernel: Backend | None = None, ignore: tuple[str, ...] = ()
+                   ) -> tuple[list[Difference], list[dict[str, Any]]]:
+    """As run_diff, and also every step's observations: [{"step", "sim", "kernel"}, ...]."""
     sim_b = sim if sim is not None else SimBackend()
     ker_b = kernel if kernel is not None else KernelBackend()
     sim_obs = _drive(sim_b, spec, scenario)
     ker_obs = _drive(ker_b, spec, scenario)
     ignores = parse_ignores(ignore)
     diffs: list[Difference] = []
+    steps: list[dict[str, Any]] = []
     for (label, a), (_label, b) in zip(sim_obs, ker_obs):
         diffs.extend(compare_observations(label, a, b, ignores))
-    return diffs
+        steps.append({"step": label, "sim": a, "kernel": b})
+    return diffs, steps
 
 
 def _drive(backend: Backend, spec: Any, scenario: Scenario) -> list[tuple[str, dict[str, Any]]]:
