@@ -7,11 +7,12 @@ only; must not reach into runtime or kernel internals.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from typing import Any
 
+from bpfsim.kernel.bpffs import make_dir, remove_tree
+from bpfsim.kernel.tracefs import TraceReader
 from bpfsim.units import NSEC_PER_SEC
 
 # After a real sleep, let the kernel's soft-irq run timers that fell due at its very end.
@@ -123,7 +124,6 @@ class KernelBackend(Backend):
 
     def __init__(self) -> None:
         import bpfsim.kernel as kernel
-        from bpfsim.kernel.tracefs import TraceReader
 
         self.k = kernel
         self.pin_root = f"/sys/fs/bpf/bpfsim-diff-{os.getpid()}"
@@ -136,20 +136,12 @@ class KernelBackend(Backend):
         time.sleep((ns + REAL_TIME_SLACK_NS) / NSEC_PER_SEC)
 
     def prepare(self) -> None:
-        os.makedirs(self.pin_root, exist_ok=True)
+        make_dir(self.pin_root)
 
     def cleanup(self) -> None:
         """Remove the per-run directory with whatever is still pinned in it (LIBBPF_PIN_BY_NAME
         maps are pinned there by load)."""
-        for dirpath, dirnames, filenames in os.walk(self.pin_root, topdown=False):
-            for name in filenames:
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(dirpath, name))
-            for name in dirnames:
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.join(dirpath, name))
-        with contextlib.suppress(OSError):
-            os.rmdir(self.pin_root)
+        remove_tree(self.pin_root)
 
     def get_pinned(self, path: str) -> Any:
         return self.k.get_pinned(path)

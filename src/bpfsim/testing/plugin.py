@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from bpfsim.kernel.bpffs import remove_tree
+
 BPFFS = "/sys/fs/bpf"
 # After a real sleep, let the kernel's softirq run timers that fell due at its very end.
 REAL_TIME_SLACK_NS = 5_000_000
@@ -51,21 +53,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 # -- pin directories ---------------------------------------------------------------------------
 
 
-def _remove_tree(path: str) -> None:
-    """Unlink every pin below `path`, then the directories (bpffs has no recursive rmdir)."""
-    if not os.path.isdir(path):
-        return
-    for dirpath, dirs, files in os.walk(path, topdown=False):
-        for f in files:
-            with contextlib.suppress(OSError):
-                os.unlink(os.path.join(dirpath, f))
-        for d in dirs:
-            with contextlib.suppress(OSError):
-                os.rmdir(os.path.join(dirpath, d))
-    with contextlib.suppress(OSError):
-        os.rmdir(path)
-
-
 @pytest.fixture(scope="session")
 def bpf_pin_root() -> Iterator[str]:
     """/sys/fs/bpf/bpfsim-test-<pid>: created for the run (when bpffs is there), removed after.
@@ -78,7 +65,7 @@ def bpf_pin_root() -> Iterator[str]:
             made = True
     yield path
     if made:
-        _remove_tree(path)
+        remove_tree(path)
 
 
 @pytest.fixture
@@ -91,7 +78,7 @@ def bpf_pin_dir(bpf_pin_root: str, request: pytest.FixtureRequest) -> Iterator[s
         with contextlib.suppress(OSError):
             os.mkdir(path)
     yield path
-    _remove_tree(path)
+    remove_tree(path)
 
 
 # -- backends ----------------------------------------------------------------------------------
@@ -198,7 +185,7 @@ def backend(request: pytest.FixtureRequest, bpf_pin_dir: str) -> Iterator[Backen
     finally:
         b.close()
         if b.name == "kernel":
-            _remove_tree(bpf_pin_dir)
+            remove_tree(bpf_pin_dir)
             with contextlib.suppress(OSError):
                 os.mkdir(bpf_pin_dir)  # bpf_pin_dir's own teardown removes it again
 
