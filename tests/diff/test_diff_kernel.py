@@ -26,13 +26,14 @@ def _objects() -> list[Path]:
 
 
 def _runnable(spec: object) -> list[str]:
-    """Programs whose type BPF_PROG_TEST_RUN supports on the kernel (others are a documented
-    kernel limitation, not a difference)."""
+    """Programs that load (autoload on) and whose type BPF_PROG_TEST_RUN supports on the
+    kernel (others are a documented kernel limitation, not a difference)."""
     from bpfsim.uapi import ProgType
 
     ok = {ProgType.SOCKET_FILTER, ProgType.SCHED_CLS, ProgType.SCHED_ACT, ProgType.XDP,
           ProgType.CGROUP_SKB, ProgType.SYSCALL}
-    return [n for n, p in spec.programs.items() if p.type in ok]  # type: ignore[attr-defined]
+    return [n for n, p in spec.programs.items()  # type: ignore[attr-defined]
+            if p.type in ok and getattr(p, "autoload", True)]
 
 
 # What legitimately differs between the backends, per (object, program); each entry is

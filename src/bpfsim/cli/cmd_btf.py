@@ -8,20 +8,18 @@ fixed up (libbpf does that when loading, and bpftool does not when dumping a fil
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from bpfsim.btf import Btf
 from bpfsim.btf.cdump import dump_c
 from bpfsim.btf.dump import dump_json, dump_raw
-from bpfsim.elf.reader import read_elf
+from bpfsim.elf.reader import read_elf, read_object_file
 from bpfsim.errors import ParseError, UsageError
 
 
 def read_btf(path: str) -> Btf:
     """The `.BTF` of an object file, or a raw BTF file (bpftool: is_btf_raw)."""
-    data = Path(path).read_bytes()
+    data = read_object_file(path)
     if data[:2] in (b"\x9f\xeb", b"\xeb\x9f"):
         return Btf.parse(data, "little" if data[:2] == b"\x9f\xeb" else "big")
     elf = read_elf(data)

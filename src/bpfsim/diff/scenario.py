@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bpfsim.diff.backends import Backend
-from bpfsim.errors import BpfError, UsageError, VerifierError
+from bpfsim.errors import BpfError, KeyNotFound, UsageError, VerifierError
 from bpfsim.uapi import MapType
 from bpfsim.units import parse_duration
 
@@ -157,6 +157,10 @@ class Driver:
     def step(self, step: Step) -> dict[str, Any]:
         try:
             return getattr(self, f"_do_{step.kind}")(**step.args)
+        except (UsageError, KeyNotFound) as exc:
+            # a mistake in the scenario (a program or map that does not exist), not an
+            # observation: report it instead of recording the same error on both sides
+            raise UsageError(f"scenario step {step.describe()}: {exc}") from None
         except BpfError as exc:
             return {"error": type(exc).__name__, "errno": getattr(exc, "errno", None)}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 
@@ -117,16 +118,32 @@ class ElfObject:
         return self.sections[sym.shndx]
 
 
+# Far above any BPF object (vmlinux-sized BTF included); reading stops there.
+MAX_OBJECT_SIZE = 1 << 30
+
+
+def read_object_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an object (or raw BTF) file; ParseError for what cannot be one: a device
+    such as /dev/zero (it would never end), a directory, a file over MAX_OBJECT_SIZE."""
+    try:
+        mode = os.stat(path).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+            raise ParseError(f"{os.fspath(path)}: not a regular file")
+        with open(path, "rb") as f:
+            data = f.read(MAX_OBJECT_SIZE + 1)
+    except OSError as e:
+        raise ParseError(f"cannot read {os.fspath(path)}: {e.strerror or e}") from None
+    if len(data) > MAX_OBJECT_SIZE:
+        raise ParseError(f"{os.fspath(path)}: larger than {MAX_OBJECT_SIZE >> 20} MiB")
+    return data
+
+
 def read_elf(source: str | os.PathLike[str] | bytes | bytearray | memoryview) -> ElfObject:
     """Parse an ELF relocatable BPF object from a path or bytes.  Raises ParseError only."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except OSError as e:
-            raise ParseError(f"cannot read {os.fspath(source)}: {e.strerror or e}") from None
+        data = read_object_file(source)
     try:
         return _read(data)
     except ParseError:

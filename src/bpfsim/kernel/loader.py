@@ -22,6 +22,7 @@ from bpfsim.errors import KernelError, LinkError, NotSupported, PinError, UsageE
 from bpfsim.kernel import syscall as sc
 from bpfsim.kernel.maps import KernelMap, possible_cpus
 from bpfsim.kernel.programs import KernelProgram
+from bpfsim.runtime.collection import NamedObjects
 from bpfsim.spec.collection import REF_KFUNC, REF_MAP, REF_MAP_VALUE, CollectionSpec, MapSpec, ProgramSpec
 from bpfsim.uapi.constants import (
     BPF_PSEUDO_MAP_FD,
@@ -71,8 +72,8 @@ class KernelCollection:
     def __init__(self, spec: CollectionSpec, maps: dict[str, KernelMap],
                  programs: dict[str, KernelProgram], btf_fd: int, pinned: list[str]) -> None:
         self.spec = spec
-        self.maps = maps
-        self.programs = programs
+        self.maps = NamedObjects("map", maps)
+        self.programs = NamedObjects("program", programs)
         self.btf_fd = btf_fd
         self.pinned = pinned      # paths this load pinned (LIBBPF_PIN_BY_NAME), for reference
         self.backend = "kernel"

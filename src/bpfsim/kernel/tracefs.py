@@ -148,7 +148,7 @@ class TraceReader:
         *lines, self._partial = buf.split(b"\n")
         out: list[str] = []
         for raw in lines:
-            text = raw.decode("utf-8", errors="replace")
+            text = raw.decode("latin-1")  # byte-faithful, as the emulator keeps trace text
             if _HEADER.match(text) is None:
                 # A continuation of the event above: the rest of a message with a "\n" in it,
                 # or the empty line after one ending in "\n" (the event's output appends its

@@ -15,7 +15,7 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from bpfsim.errors import LinkError, PinError, UsageError
+from bpfsim.errors import KeyNotFound, LinkError, PinError, UsageError
 from bpfsim.isa.insn import Instruction
 from bpfsim.runtime.program import LoadedProgram, Program
 from bpfsim.spec.collection import REF_KFUNC, REF_MAP, REF_MAP_VALUE, CollectionSpec, MapSpec, ProgramSpec
@@ -34,8 +34,8 @@ class Collection:
                  programs: dict[str, Program], pinned: list[str]) -> None:
         self.runtime = runtime
         self.spec = spec
-        self.maps = maps
-        self.programs = programs
+        self.maps = NamedObjects("map", maps)
+        self.programs = NamedObjects("program", programs)
         self.pinned = pinned          # paths this load pinned (LIBBPF_PIN_BY_NAME)
         self.closed = False
 
@@ -62,6 +62,18 @@ class Collection:
     def __repr__(self) -> str:
         return (f"<Collection maps={sorted(self.maps)} programs={sorted(self.programs)}"
                 f"{' closed' if self.closed else ''}>")
+
+
+class NamedObjects(dict):  # type: ignore[type-arg]
+    """The maps or programs of a collection by name; a missing name is KeyNotFound listing
+    the names there are (a KeyError too, so `in` and `.get` work as for any dict)."""
+
+    def __init__(self, what: str, items: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.what = what
+
+    def __missing__(self, name: str) -> Any:
+        raise KeyNotFound(f"no {self.what} named {name!r} (there are: {', '.join(self) or 'none'})")
 
 
 def load_collection(kernel: Any, source: Any, pin_root: str, *, verify: bool = True) -> Collection:

@@ -1,7 +1,8 @@
 """bpf_trace_printk, bpf_trace_vprintk and bpf_snprintf with the kernel's format rules.
 
 Job: `bprintf(mem, fmt, args)` checks a format string the way kernel/bpf/helpers.c:
-bpf_bprintf_prepare does (printable ASCII only; specifiers %d %i %u %x %X with optional l/ll,
+bpf_bprintf_prepare does (bytes printable in the kernel's Latin-1 ctype; specifiers
+%d %i %u %x %X with optional l/ll,
 %c, %s, %p, %pK %px %ps %pS %pB, %pks %pus, %pi4 %pI4 %pi6 %pI6; flags "0+- " and a width,
 no precision; at most `num_args` specifiers; anything else -EINVAL) and renders it like
 lib/vsprintf.c: bstr_printf.  Must not import `kernel`.
@@ -74,18 +75,19 @@ def _int_conv(flags: str, width: str, conv: str, size: int, raw: int) -> str:
     return ("%" + flags + width + pyconv) % value
 
 
+_KERNEL_PRINTABLE = [0x09 <= b <= 0x0D or 0x20 <= b <= 0x7E or b >= 0xA0 for b in range(256)]
+
+
 def bprintf(mem: AddressSpace, fmt: bytes, args: list[int]) -> str:
     """Check `fmt` against `args` (bpf_bprintf_prepare) and render it (bstr_printf).
 
     `fmt` holds the bytes up to (not including) the terminating NUL.  Raises FormatError.
     """
-    try:
-        text = fmt.decode("ascii")
-    except UnicodeDecodeError:
-        raise FormatError() from None
-    for ch in text:
-        if not (ch.isprintable() or ch.isspace()):
-            raise FormatError()
+    # bpf_bprintf_prepare: every byte must be isprint() or isspace() in the kernel's own ctype
+    # table (lib/ctype.c), which is Latin-1: 0x80-0x9f are controls, 0xa0-0xff printable.
+    if any(not _KERNEL_PRINTABLE[b] for b in fmt):
+        raise FormatError()
+    text = fmt.decode("latin-1")
     s = text + "\0\0\0"          # the kernel may peek past the end into the NUL
     out: list[str] = []
     num_spec = 0
