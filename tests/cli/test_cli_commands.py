@@ -35,7 +35,8 @@ def test_diff_json_and_exit_1_on_a_difference(bpfsim_cli, repo) -> None:
     assert {d["what"] for d in doc["differences"]} == {"maps.flows"}
     same = bpfsim_cli(*args, "--ignore", "flows.first_seen", "--ignore", "flows.last_seen")
     assert same.rc == 0, same.err
-    assert same.json == {"equal": True, "differences": []}
+    assert same.json["equal"] is True and same.json["differences"] == []
+    assert [s["sim"]["retval"] for s in same.json["steps"] if "retval" in s["sim"]] == [0]
 
 
 def test_diff_bad_usage(bpfsim_cli, repo) -> None:

@@ -80,6 +80,9 @@ class OpSpec:
     aliases: tuple[str, ...] = ()
     note: str = ""
     llvm_imm_mask: int = -1
+    # Fixed fields Linux's verifier does not actually check (it loads the instruction with any
+    # value there): `validate(kernel=True)` ignores them, the strict ISA check does not.
+    kernel_unchecked: tuple[str, ...] = ()
     operands: frozenset[str] = field(init=False, default=frozenset())
     jump_field: str | None = field(init=False, default=None)
     llvm_lax: frozenset[str] = field(init=False, default=frozenset())
@@ -121,11 +124,12 @@ class OpSpec:
     def is_lddw(self) -> bool:
         return self.opcode == OP_LDDW
 
-    def matches(self, opcode: int, src: int, off: int, imm: int, dst: int = 0) -> bool:
+    def matches(self, opcode: int, src: int, off: int, imm: int, dst: int = 0, *,
+                kernel: bool = False) -> bool:
         if opcode != self.opcode:
             return False
         vals = {"dst": dst, "src": src, "off": off, "imm": imm}
-        return all(vals[k] == v for k, v in self.fixed)
+        return all(vals[k] == v or (kernel and k in self.kernel_unchecked) for k, v in self.fixed)
 
 
 def _llvm_lax(s: OpSpec) -> frozenset[str]:
@@ -330,8 +334,9 @@ def _build() -> tuple[OpSpec, ...]:
     # verifier rejects BPF_CALL|BPF_X, see verifier.c: do_check "BPF_CALL uses reserved fields").
     add(OpSpec("callx", BPF_JMP | BPF_CALL | BPF_X, "call {d}", "callx r{d}", kern="call {cname}#{imm}",
                fixed=(("src", 0), ("off", 0), ("imm", 0)), group="callx", aliases=("callx",)))
+    # verifier.c: do_check's BPF_EXIT check tests src, imm, dst and the class, not off
     add(OpSpec("exit", BPF_JMP | BPF_EXIT, "exit", "exit",
-               fixed=(("dst", 0), ("src", 0), ("off", 0), ("imm", 0))))
+               fixed=(("dst", 0), ("src", 0), ("off", 0), ("imm", 0)), kernel_unchecked=("off",)))
     return tuple(rows)
 
 
@@ -347,13 +352,14 @@ def candidates(opcode: int) -> list[OpSpec]:
     return _BY_OPCODE.get(opcode, [])
 
 
-def lookup(opcode: int, src: int, off: int, imm: int, dst: int = 0) -> OpSpec | None:
+def lookup(opcode: int, src: int, off: int, imm: int, dst: int = 0, *,
+           kernel: bool = False) -> OpSpec | None:
     """The form an instruction with these fields is, or None if it is no defined instruction.
 
     Forms sharing an opcode are told apart by their fixed fields; when none matches exactly,
     None is returned and `validate` explains which field is wrong.
     """
     for spec in _BY_OPCODE.get(opcode, ()):
-        if spec.matches(opcode, src, off, imm, dst):
+        if spec.matches(opcode, src, off, imm, dst, kernel=kernel):
             return spec
     return None

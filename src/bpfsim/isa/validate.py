@@ -136,8 +136,11 @@ def _check_special(spec: OpSpec, insn: Instruction, pc: int) -> None:
                          f"imm {insn.imm:#x}", insn=pc)
 
 
-def validate(insns: Sequence[Instruction]) -> None:
+def validate(insns: Sequence[Instruction], *, kernel: bool = False) -> None:
     """Raise ParseError (with `insn=` index) for the first structural problem, else return.
+
+    `kernel=True` accepts what Linux's verifier accepts although the ISA reserves it
+    (OpSpec.kernel_unchecked: an `exit` with a non-zero offset).
 
     Checks: defined opcode and legal fixed fields, reserved fields zero, registers r0-r10,
     no write to r10, lddw followed by a zero second slot, jump targets inside the program and
@@ -154,7 +157,7 @@ def validate(insns: Sequence[Instruction]) -> None:
         insn = insns[pc]
         if insn.lddw_tail:  # a tail right after its head is skipped below
             raise ParseError("lddw second slot without a first", insn=pc)
-        spec = lookup(insn.opcode, insn.src, insn.off, insn.imm, insn.dst)
+        spec = lookup(insn.opcode, insn.src, insn.off, insn.imm, insn.dst, kernel=kernel)
         if spec is None:
             raise ParseError(describe_invalid(insn), insn=pc)
         _unused_fields_zero(spec, insn, pc)

@@ -78,9 +78,13 @@ def verify(prog: ProgramSpec, maps: Mapping[str, MapInfo], *, btf: Any = None,
         _validate = None
     if _validate is not None:
         try:
-            _validate.validate(insns)
+            _validate.validate(insns, kernel=True)
         except ParseError as exc:
-            raise VerifierError(str(exc), program=prog.name, pc=exc.insn, errno=C.EINVAL) from None
+            # isa.validate words its messages "<the kernel's line>: <our detail>": the kernel's
+            # line is the verdict's message, the detail stays in the log
+            kernel_line = exc.message.split(": ", 1)[0]
+            raise VerifierError(kernel_line, program=prog.name, pc=exc.insn, errno=C.EINVAL,
+                                log=f"{exc.message}\n{kernel_line}\n") from None
     by_insn: dict[int, tuple[MapInfo, int]] = {}
     for ref in prog.references:
         if ref.kind not in (REF_MAP, REF_MAP_VALUE):
