@@ -43,6 +43,8 @@ class FakeKernel:
         self.ncpus = ncpus
         self.timers = None
         self.cpu = 0
+        # the kernel's own creation checks are under test here, not the emulator's memory cap
+        self.max_map_bytes = 1 << 40
 
 
 def u32(x: int) -> bytes:
@@ -808,3 +810,14 @@ def test_zero_seed_bloom_matches_kernel(vs, extra):
         assert positives > 0          # false positives happen, and happen alike
     finally:
         sc.close(fd)
+
+
+def test_emulator_memory_cap_is_enomem() -> None:
+    """A map whose preallocation exceeds Runtime(max_map_bytes=...) fails like an allocation
+    failure (-ENOMEM) instead of exhausting the Python process."""
+    k = FakeKernel()
+    k.max_map_bytes = 1 << 20
+    with pytest.raises(MapError) as exc:
+        mk(k, T.ARRAY, 4, 8, 1 << 20)
+    assert exc.value.errno == 12
+    mk(k, T.HASH, 4, 8, 1 << 20, flags=1)          # BPF_F_NO_PREALLOC: allocated on demand

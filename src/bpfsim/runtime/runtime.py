@@ -59,7 +59,7 @@ class Runtime:
 
     def __init__(self, ncpus: int = 2, clock: str | Clock = "virtual", seed: int = 0,
                  pin_root: str = DEFAULT_PIN_ROOT, task: Task | None = None,
-                 insn_budget: int = DEFAULT_BUDGET) -> None:
+                 insn_budget: int = DEFAULT_BUDGET, max_map_bytes: int = 1 << 30) -> None:
         if not isinstance(ncpus, int) or ncpus < 1:
             raise UsageError(f"ncpus must be a positive integer, not {ncpus!r}")
         self.ncpus = ncpus
@@ -71,6 +71,7 @@ class Runtime:
         self.seed = seed
         self.pin_root = pin_root
         self.insn_budget = insn_budget
+        self.max_map_bytes = max_map_bytes    # bigger preallocated maps fail with -ENOMEM
         self.helpers = helper_table()
         self.clock = _make_clock(clock)
         self.trace = TracePipe(lambda: self.clock.now(CLOCK_MONOTONIC), self.task.comm, self.task.pid)

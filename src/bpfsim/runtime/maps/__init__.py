@@ -25,7 +25,14 @@ from bpfsim.runtime.maps.hash import HashMap, LruHashMap, LruPercpuHashMap, Perc
 from bpfsim.runtime.maps.lpm import LpmTrieMap
 from bpfsim.runtime.maps.queue_stack import QueueMap, StackMap
 from bpfsim.runtime.maps.ringbuf import RingBufMap
-from bpfsim.uapi.constants import BPF_F_RDONLY, BPF_F_WRONLY, BPF_OBJ_NAME_LEN, MapType
+from bpfsim.uapi.constants import (
+    BPF_F_NO_PREALLOC,
+    BPF_F_RDONLY,
+    BPF_F_WRONLY,
+    BPF_OBJ_NAME_LEN,
+    ENOMEM,
+    MapType,
+)
 
 if TYPE_CHECKING:
     from bpfsim.spec.collection import MapSpec
@@ -50,6 +57,32 @@ MAP_CLASSES: dict[int, type[MapBase]] = {
 _NAME_OK = re.compile(r"^[A-Za-z0-9_.]*$")
 
 
+# The emulator's stand-in for "the kernel could not allocate it": a map whose preallocated
+# memory would exceed this (Runtime(max_map_bytes=...)) fails creation with -ENOMEM instead
+# of taking the Python process down.
+DEFAULT_MAX_MAP_BYTES = 1 << 30
+_PREALLOCATED = frozenset({MapType.ARRAY, MapType.PERCPU_ARRAY, MapType.PROG_ARRAY,
+                           MapType.ARRAY_OF_MAPS, MapType.HASH, MapType.PERCPU_HASH,
+                           MapType.LRU_HASH, MapType.LRU_PERCPU_HASH, MapType.HASH_OF_MAPS,
+                           MapType.RINGBUF, MapType.QUEUE, MapType.STACK, MapType.BLOOM_FILTER})
+
+
+def _check_memory(kernel: Any, spec: MapSpec, ncpus: int) -> None:
+    mtype = int(spec.type)
+    if mtype not in _PREALLOCATED or (spec.flags & BPF_F_NO_PREALLOC and mtype != MapType.BLOOM_FILTER):
+        return
+    if mtype == MapType.RINGBUF:
+        need = spec.max_entries
+    else:
+        per_cpu = ncpus if mtype in (MapType.PERCPU_ARRAY, MapType.PERCPU_HASH,
+                                     MapType.LRU_PERCPU_HASH) else 1
+        need = spec.max_entries * (((spec.key_size + 7) & ~7) + ((spec.value_size + 7) & ~7) * per_cpu)
+    limit = int(getattr(kernel, "max_map_bytes", DEFAULT_MAX_MAP_BYTES))
+    if need > limit:
+        raise MapError(f"map '{spec.name}' would preallocate {need:,} bytes, more than the "
+                       f"emulator's limit of {limit:,} (Runtime(max_map_bytes=...))", ENOMEM)
+
+
 def create_map(kernel: Any, spec: MapSpec, btf: Any = None, *, inner_map: MapBase | None = None) -> MapBase:
     """BPF_MAP_CREATE: a live map holding one user reference (the creator's), or MapError with
     the errno the kernel would return.  *_OF_MAPS need an inner template: `inner_map` (a live
@@ -69,6 +102,7 @@ def create_map(kernel: Any, spec: MapSpec, btf: Any = None, *, inner_map: MapBas
         raise einval(f"bad map name {spec.name!r} (at most 15 of [A-Za-z0-9_.])")
     ncpus = int(kernel.ncpus)
     cls.alloc_check(spec, ncpus)
+    _check_memory(kernel, spec, ncpus)
     record = _check_btf(spec, btf)
     check_record(record, mtype, spec.flags)
     inner = None
