@@ -8,6 +8,7 @@ the kernel's documented result (bench/README.md) so a fast wrong answer cannot p
 
 from __future__ import annotations
 
+import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -45,10 +46,17 @@ def default_bench_dir() -> Path:
 @click.option("--runs", type=click.IntRange(1, 100_000), default=5, show_default=True,
               help="test_run repeats on the emulator (the kernel does 1000x as many).")
 @click.option("--backend", type=click.Choice(["both", "sim", "kernel"]), default="both", show_default=True)
+@click.option("--timers", type=click.IntRange(0, 10_000), default=0, metavar="N",
+              help="Instead: fire N one-shot 10 ms timers on the emulator's real clock and on the "
+                   "kernel, and report how late they fire.")
 @click.option("--json", "as_json", is_flag=True)
-def command(bench_dir: str | None, only: tuple[str, ...], runs: int, backend: str, as_json: bool) -> None:
+def command(bench_dir: str | None, only: tuple[str, ...], runs: int, backend: str, timers: int,
+            as_json: bool) -> None:
     """Time the benchmark programs on the emulator and the kernel; print ns/run and the ratio."""
     base = Path(bench_dir) if bench_dir else default_bench_dir()
+    if timers:
+        _bench_timers(base, timers, backend, as_json)
+        return
     objects = _find_objects(base)
     if not objects:
         raise click.UsageError(f"no benchmark objects under {base} (expected NAME.bpf.o)")
@@ -131,3 +139,58 @@ def _time_kernel(obj: Path, data: bytes, runs: int) -> tuple[float, int]:
         prog = next(iter(coll.programs.values()))
         result = prog.test_run(data=data, repeat=runs)
     return float(result.duration_ns), result.retval
+
+
+TIMER_NSECS = 10_000_000
+
+
+def _bench_timers(base: Path, count: int, backend: str, as_json: bool) -> None:
+    """Lateness of one-shot 10 ms timers: both time stamps are taken inside BPF (at
+    bpf_timer_start and in the callback), so user-space polling does not enter the figure."""
+    obj = base / "timer" / "timer_latency.bpf.o"
+    if not obj.is_file():
+        raise click.UsageError(f"{obj}: no such file")
+    results: dict[str, Any] = {}
+    if backend in ("both", "sim"):
+        with bpfsim.Runtime(clock="real") as rt:
+            results["sim"] = _lateness(rt.load(obj), count)
+    if backend in ("both", "kernel"):
+        try:
+            with bpfsim.kernel.load(obj) as coll:
+                results["kernel"] = _lateness(coll, count)
+        except bpfsim.BpfError as exc:
+            click.echo(f"kernel: {exc}", err=True)
+    if as_json:
+        emit_json({"timer_ns": TIMER_NSECS, "count": count, "lateness_ns": results})
+        return
+    click.echo(f"lateness of {count} one-shot {TIMER_NSECS // 1_000_000} ms timers (us)")
+    click.echo(f"{'backend':<10}{'mean':>10}{'p50':>10}{'p99':>10}{'max':>10}")
+    for name, late in results.items():
+        ordered = sorted(late)
+        click.echo(f"{name:<10}{sum(late) / len(late) / 1e3:>10.0f}{_pct(ordered, 0.5):>10.0f}"
+                   f"{_pct(ordered, 0.99):>10.0f}{ordered[-1] / 1e3:>10.0f}")
+
+
+def _pct(ordered: list[int], q: float) -> float:
+    """The q-quantile of sorted nanoseconds, in microseconds."""
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e3
+
+
+def _lateness(coll: Any, count: int) -> list[int]:
+    prog, slots = coll.programs["arm"], coll.maps["slots"]
+    late = []
+    for _ in range(count):
+        r = prog.test_run(ctx=struct.pack("<Q", TIMER_NSECS))
+        if r.retval:
+            raise click.ClickException(f"arm returned {r.retval}")
+        deadline = time.monotonic() + 1.0
+        while True:
+            v = slots[0]
+            if v["fired_at"]:
+                break
+            if time.monotonic() > deadline:
+                raise click.ClickException("a 10 ms timer did not fire within 1 s")
+            time.sleep(0.001)
+        late.append(v["fired_at"] - v["armed_at"] - v["nsecs"])
+    coll.close()
+    return late
