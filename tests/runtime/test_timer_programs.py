@@ -79,6 +79,43 @@ class Backend:
     def mode(self, m, k, mode, arg=0):
         return self.run("set_mode", m, k, mode, arg)
 
+    # -- the map's user references (§3 usercnt) --
+    def handle(self, m):
+        """The current user handle (fd) of map `m`: the loader's, or the last reopened one."""
+        name = MAP_NAMES[m]
+        return self.reopened.get(name) or self.coll.maps[name]
+
+    def map_id(self, m) -> int:
+        return self.handle(m).id
+
+    def close_map(self, m) -> None:
+        self.handle(m).close()
+
+    def reopen_map(self, m, map_id: int) -> None:
+        """BPF_MAP_GET_FD_BY_ID: a new user reference, also on a map whose usercnt was 0."""
+        self.reopened[MAP_NAMES[m]] = self._get_by_id(map_id, MAP_NAMES[m])
+
+    def pin_map(self, m, path):
+        self.handle(m).pin(path)
+
+    def _lookup(self, name, key):
+        h = self.reopened.get(name) or self.coll.maps[name]
+        try:
+            return h.raw[key]
+        except KeyError:
+            return None
+
+    def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
+        self.handle(m).raw[struct.pack("<I", k)] = value
+
+    def sys_delete(self, m, k):
+        del self.handle(m).raw[struct.pack("<I", k)]
+
+    def _close_reopened(self) -> None:
+        for h in self.reopened.values():
+            if not h.closed:
+                h.close()
+
     def elem(self, m, k) -> dict | None:
         raw = self._lookup(MAP_NAMES[m], struct.pack("<I", k))
         if raw is None:
@@ -100,24 +137,19 @@ class SimBackend(Backend):
         self.rt = bpfsim.Runtime()
         self.coll = self.rt.load(OBJ)
         self.clock = self.rt.clock
+        self.reopened = {}
+
+    def _get_by_id(self, map_id, name):
+        from bpfsim.runtime.handles import Map
+        from bpfsim.runtime.kobject import object_by_id
+
+        return Map(object_by_id(self.rt, "map", map_id), owned=False)
 
     def run_pkt(self, prog, data=bytes(64)):
         return _s32(self.coll.programs[prog].test_run(data=data).retval)
 
     def _run(self, prog, ctx):
         return _s32(self.coll.programs[prog].test_run(ctx=ctx).retval)
-
-    def _lookup(self, name, key):
-        try:
-            return self.coll.maps[name].raw[key]
-        except KeyError:
-            return None
-
-    def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
-        self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)] = value
-
-    def sys_delete(self, m, k):
-        del self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)]
 
     def wait(self, ns: int) -> None:
         self.clock.advance(ns)
@@ -127,9 +159,6 @@ class SimBackend(Backend):
 
         return object_by_id(self.rt, "prog", prog_id) is not None
 
-    def pin_map(self, m, path):
-        self.coll.maps[MAP_NAMES[m]].pin(path)
-
     def unpin(self, path):
         self.rt.unpin(path)
 
@@ -137,6 +166,7 @@ class SimBackend(Backend):
         return self.clock.now(clockid)
 
     def close(self) -> None:
+        self._close_reopened()
         self.coll.close()
         self.rt.close()
 
@@ -148,6 +178,7 @@ class KernelBackend(Backend):
         import bpfsim.kernel
 
         self.coll = bpfsim.kernel.load(OBJ)
+        self.reopened = {}
         # Arm on CPU 0 like the emulator (test_run of a syscall program runs on this thread).
         self._affinity = os.sched_getaffinity(0)
         os.sched_setaffinity(0, {0})
@@ -158,17 +189,11 @@ class KernelBackend(Backend):
     def _run(self, prog, ctx):
         return syscall_test_run(self.coll.programs[prog], ctx)
 
-    def _lookup(self, name, key):
-        try:
-            return self.coll.maps[name].raw[key]
-        except KeyError:
-            return None
+    def _get_by_id(self, map_id, name):
+        from bpfsim.kernel import syscall as sc
+        from bpfsim.kernel.maps import KernelMap
 
-    def sys_update(self, m, k, value=bytes(ELEM_SIZE)):
-        self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)] = value
-
-    def sys_delete(self, m, k):
-        del self.coll.maps[MAP_NAMES[m]].raw[struct.pack("<I", k)]
+        return KernelMap.from_fd(sc.map_get_fd_by_id(map_id), name=name)
 
     def prog_alive(self, prog_id: int) -> bool:
         from bpfsim.errors import KernelError
@@ -181,9 +206,6 @@ class KernelBackend(Backend):
                 return False
             time.sleep(0.01)
         return True
-
-    def pin_map(self, m, path):
-        self.coll.maps[MAP_NAMES[m]].pin(path)
 
     def unpin(self, path):
         os.unlink(path)
@@ -198,6 +220,7 @@ class KernelBackend(Backend):
         return time.clock_gettime_ns(host[clockid])
 
     def close(self) -> None:
+        self._close_reopened()
         self.coll.close()
         os.sched_setaffinity(0, self._affinity)
 
@@ -652,12 +675,9 @@ def test_inner_map_without_user_fd_gets_eperm(backend):
 MODE_SPIN_CANCEL_OTHER = 6
 
 
-@pytest.mark.parametrize("backend", ["sim-real", pytest.param("kernel", marks=pytest.mark.kernel)])
-def test_concurrent_mutual_cancel_one_waits_other_edeadlk(backend):
-    """Timers pinned to CPU 0 and CPU 1 fire together; each callback spins (20 ms / 150 ms:
-    a wide gap, so a loaded machine cannot swap the order) and then cancels the other.  The
-    first to cancel waits for the other callback and gets 0;
-    the second finds itself being cancelled and gets -EDEADLK (helpers.c: `cancelling`)."""
+def real_time_backend(backend: str):
+    """A backend on real time with two CPUs (the emulator with clock="real", or the kernel) and
+    a function that moves the calling thread to a CPU."""
     if backend == "kernel":
         why = kernel_skip_reason()
         if why:
@@ -673,10 +693,21 @@ def test_concurrent_mutual_cancel_one_waits_other_edeadlk(backend):
         be.rt = bpfsim.Runtime(clock="real")
         be.coll = be.rt.load(OBJ)
         be.clock = be.rt.clock
+        be.reopened = {}
         be.wait = lambda ns: time.sleep(ns / 1e9)
 
         def on_cpu(cpu):
             be.rt.cpu = cpu
+    return be, on_cpu
+
+
+@pytest.mark.parametrize("backend", ["sim-real", pytest.param("kernel", marks=pytest.mark.kernel)])
+def test_concurrent_mutual_cancel_one_waits_other_edeadlk(backend):
+    """Timers pinned to CPU 0 and CPU 1 fire together; each callback spins (20 ms / 150 ms:
+    a wide gap, so a loaded machine cannot swap the order) and then cancels the other.  The
+    first to cancel waits for the other callback and gets 0;
+    the second finds itself being cancelled and gets -EDEADLK (helpers.c: `cancelling`)."""
+    be, on_cpu = real_time_backend(backend)
     try:
         for k, other, spin in ((0, 1, ms(20)), (1, 0, ms(150))):
             assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
@@ -692,3 +723,149 @@ def test_concurrent_mutual_cancel_one_waits_other_edeadlk(backend):
         assert (a["ret"], b["ret"]) == (0, -EDEADLK)
     finally:
         be.close()
+
+
+@pytest.mark.parametrize("backend", ["sim-real", pytest.param("kernel", marks=pytest.mark.kernel)])
+def test_start_and_cancel_while_the_callback_runs_on_another_cpu(backend):
+    """§5: starting a timer whose callback is running elsewhere queues it again (it fires once
+    more after the callback); §6: cancel from process context waits for the running callback
+    and returns 0 (hrtimer_cancel: not queued, only running).  The callback runs on CPU 1 and
+    spins 250 ms (MODE_DELETE_SELF on an array: the final delete just fails)."""
+    be, on_cpu = real_time_backend(backend)
+    try:
+        for k in (0, 1):
+            assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+            assert be.mode(ARR, k, MODE_DELETE_SELF, ms(250)) == 0
+        # timer 0: started again while its callback runs
+        on_cpu(1)
+        assert be.start(ARR, 0, ms(10), BPF_F_TIMER_CPU_PIN) == 0
+        on_cpu(0)
+        be.wait(ms(80))                                   # the callback is spinning now
+        assert be.fired(ARR, 0) == 1
+        assert be.mode(ARR, 0, MODE_COUNT) == 0           # its next run only counts
+        assert be.start(ARR, 0, ms(5)) == 0
+        be.wait(ms(300))
+        assert be.fired(ARR, 0) == 2
+        # timer 1: cancelled while its callback runs
+        on_cpu(1)
+        assert be.start(ARR, 1, ms(10), BPF_F_TIMER_CPU_PIN) == 0
+        on_cpu(0)
+        be.wait(ms(80))
+        assert be.fired(ARR, 1) == 1
+        t0 = time.monotonic()
+        assert be.cancel(ARR, 1) == 0                     # waits for the running callback
+        assert time.monotonic() - t0 > 0.05               # ... which had > 100 ms left
+        assert be.elem(ARR, 1)["ret"] == -EINVAL          # it finished (array delete: -EINVAL)
+        be.wait(ms(50))
+        assert be.fired(ARR, 1) == 1
+    finally:
+        be.close()
+
+
+# -- §3 user references: uref drop, GET_FD_BY_ID and re-pin -------------------------------------
+def test_uref_drop_while_armed_never_fires_and_value_bytes_survive(be):
+    """map_release_uref cancels and frees every timer (an armed one never fires) but leaves the
+    other value bytes; BPF_MAP_GET_FD_BY_ID raises usercnt again and init works again."""
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.mode(ARR, 0, MODE_REARM, 3 | (ms(1) << 8)) == 0      # value bytes to keep
+    assert be.start(ARR, 0, ms(100)) == 0
+    map_id = be.map_id(ARR)
+    be.close_map(ARR)                          # the last user reference: programs hold refcnt only
+    assert be.init(ARR, 1) == -1               # -EPERM: usercnt 0
+    assert be.set_cb(ARR, 0) == -EINVAL        # the slot is UNINIT
+    assert be.start(ARR, 0, ms(1)) == -EINVAL
+    be.wait(ms(200))
+    be.reopen_map(ARR, map_id)
+    e = be.elem(ARR, 0)
+    assert e["counter"] == 0                   # never fired
+    assert (e["mode"], e["arg"], e["arg2"]) == (MODE_REARM, 3, ms(1))
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0
+    assert be.mode(ARR, 0, MODE_COUNT) == 0 and be.start(ARR, 0, ms(5)) == 0
+    be.wait(ms(40))
+    assert be.fired(ARR, 0) == 1
+
+
+def test_pin_is_a_user_reference_and_repin_enables_init(be):
+    import uuid
+
+    path = f"/sys/fs/bpf/bpfsim-timer-{uuid.uuid4().hex[:8]}"
+    map_id = be.map_id(ARR)
+    be.pin_map(ARR, path)
+    be.close_map(ARR)                          # the pin holds the only user reference
+    assert be.init(ARR, 0) == 0
+    be.unpin(path)                             # usercnt -> 0: timers freed
+    assert be.init(ARR, 1) == -1               # -EPERM
+    assert be.cancel(ARR, 0) == -EINVAL        # freed: UNINIT
+    be.reopen_map(ARR, map_id)
+    be.pin_map(ARR, path)                      # re-pin through the new fd, then close the fd
+    be.close_map(ARR)
+    try:
+        assert be.init(ARR, 1) == 0 and be.init(ARR, 0) == 0
+    finally:
+        be.unpin(path)
+
+
+# -- §10 user-space bytes never reach the timer ---------------------------------------------------
+def test_user_update_never_writes_timer_bytes(be):
+    """copy_map_value skips the timer: 0xff bytes at its offset are ignored on ARRAY (update
+    frees the timer: init gives 0, not -EBUSY), on a new HASH element, and on a BPF_F_LOCK
+    in-place update that keeps an armed timer running; lookups show zeros there."""
+    junk = b"\xff" * 16 + bytes(ELEM_SIZE - 16)
+    assert be.init(ARR, 0) == 0 and be.set_cb(ARR, 0) == 0 and be.start(ARR, 0, ms(300)) == 0
+    be.sys_update(ARR, 0, junk)
+    be.sys_update(HASH, 5, junk)
+    for m, k in ((ARR, 0), (HASH, 5)):
+        assert be.elem(m, k)["counter"] == 0      # elem() also checks the timer bytes read 0
+        assert be.init(m, k) == 0 and be.set_cb(m, k) == 0
+        assert be.start(m, k, ms(5)) == 0
+    be.wait(ms(40))
+    assert be.fired(ARR, 0) == 1 and be.fired(HASH, 5) == 1
+    key, m = struct.pack("<I", 2), be.coll.maps["tlock"]
+    m.raw[key] = bytes(32)
+    assert be.run("lock_arm", ARR, 2, ms(40)) == 0
+    m.update(key, b"\xff" * 16 + bytes(16), 4)           # BPF_F_LOCK: in place
+    assert m.raw[key][:16] == bytes(16)
+    be.wait(ms(80))
+    assert struct.unpack_from("<Q", m.raw[key], 24)[0] == 1
+
+
+# -- §1.6 / §8.6 inner maps -------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["sim", pytest.param("kernel", marks=pytest.mark.kernel)])
+def test_inner_map_timer_fires_with_the_inner_map(backend):
+    """A timer in a map reached through ARRAY_OF_MAPS is initialized with the inner map pointer
+    of the same lookup and fires into the inner map's element (key 0)."""
+    if backend == "kernel":
+        why = kernel_skip_reason()
+        if why:
+            pytest.skip(why)
+        import bpfsim.kernel
+
+        coll, rt = bpfsim.kernel.load(INNER_OBJ), None
+
+        def run(prog, ctx):
+            return syscall_test_run(prog, ctx)
+
+        def wait(ns):
+            time.sleep(ns / 1e9 + 0.03)
+    else:
+        import bpfsim
+
+        rt = bpfsim.Runtime()
+        coll = rt.load(INNER_OBJ)
+
+        def run(prog, ctx):
+            return _s32(prog.test_run(ctx=ctx).retval)
+
+        wait = rt.clock.advance
+    try:
+        arm = coll.programs["inner_arm"]
+        assert run(arm, struct.pack("<Q", ms(5))) == 0
+        assert run(arm, struct.pack("<Q", ms(5))) == -EBUSY      # restarted
+        wait(ms(40))
+        raw = coll.maps["inner"].raw[bytes(4)]
+        assert raw[:16] == bytes(16)
+        assert struct.unpack_from("<QI", raw, 16) == (1, 0)
+    finally:
+        coll.close()
+        if rt is not None:
+            rt.close()

@@ -26,6 +26,8 @@ REJECTED = {
     "timer_wrong_offset": ("off 24 doesn't point to 'struct bpf_timer' that is at 8", 22),
     "timer_map_mismatch": (
         "timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0", 22),
+    "timer_map_uid_mismatch": (
+        "timer pointer in R1 map_uid=1 doesn't match map pointer in R2 map_uid=2", 22),
     "timer_global_callback": ("callback function not static", 22),
     "timer_callback_returns_1": (
         "At async callback return the register R0 has smin=1 smax=1 should have been in [0, 0]", 22),

@@ -119,7 +119,7 @@ class Checker:
         self.processed = 0
         self.visits: dict[int, int] = {}
         self.seen: dict[int, set[State]] = {}
-        self.next_id = 1
+        self.next_id = 0          # verifier.c: env->id_gen; the first ++id_gen is 1 (map_uid=1)
         self.pending_callbacks: list[State] = []
         self.verified_callbacks: set[tuple] = set()
         self.loop_heads = _loop_heads(prog.insns)
