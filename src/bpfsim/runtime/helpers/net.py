@@ -470,12 +470,17 @@ def _xdp_span(c: XdpContext, offset: int, length: int) -> int:
     return 0
 
 
-@helper("bpf_xdp_load_bytes")
-def bpf_xdp_load_bytes(env, xdp, offset, buf, length, _r5):
+def _xdp_access(env, xdp, offset, length) -> tuple[XdpContext, int, int, int]:
+    """The ctx and the u32 offset/length of bpf_xdp_load/store_bytes, with _xdp_span's error."""
     c = _ctx(env, xdp, XdpContext)
     offset &= 0xFFFFFFFF
     length &= 0xFFFFFFFF
-    err = _xdp_span(c, offset, length)
+    return c, offset, length, _xdp_span(c, offset, length)
+
+
+@helper("bpf_xdp_load_bytes")
+def bpf_xdp_load_bytes(env, xdp, offset, buf, length, _r5):
+    c, offset, length, err = _xdp_access(env, xdp, offset, length)
     if err:
         return u64(err)
     whole = c.packet.bytes() + c.frag_bytes()
@@ -485,10 +490,7 @@ def bpf_xdp_load_bytes(env, xdp, offset, buf, length, _r5):
 
 @helper("bpf_xdp_store_bytes")
 def bpf_xdp_store_bytes(env, xdp, offset, buf, length, _r5):
-    c = _ctx(env, xdp, XdpContext)
-    offset &= 0xFFFFFFFF
-    length &= 0xFFFFFFFF
-    err = _xdp_span(c, offset, length)
+    c, offset, length, err = _xdp_access(env, xdp, offset, length)
     if err:
         return u64(err)
     data = env.mem.read(buf, length)
