@@ -58,6 +58,8 @@ H_LOOP = 181
 H_FOR_EACH = 164
 H_RINGBUF_RESERVE = 131
 TIMER_HELPERS = (H_TIMER_INIT, H_TIMER_SET_CALLBACK, H_TIMER_START, H_TIMER_CANCEL)
+# bpf_func_proto.might_sleep: copy_from_user, ima_inode_hash, copy_from_user_task, ima_file_hash
+MIGHT_SLEEP = frozenset({148, 161, 191, 193})
 
 GPL_COMPATIBLE = {"GPL", "GPL v2", "GPL and additional rights", "Dual BSD/GPL", "Dual MIT/GPL",
                   "Dual MPL/GPL"}
@@ -90,6 +92,7 @@ class State:
     frames: tuple[Frame, ...]
     ret_range: tuple[int, int] | None = None   # callback return range to enforce at exit
     exit_ctx: str = ""                         # "At async callback return", ...
+    in_async: bool = False                     # inside a timer callback: never sleepable
 
     @property
     def frame(self) -> Frame:
@@ -461,8 +464,14 @@ class Checker:
         if proto is not None and proto.gpl_only and not license_is_gpl_compatible(self.p.license):
             raise Reject("cannot call GPL-restricted function from non-GPL compatible program",
                          C.EINVAL, pc)
+        # verifier.c: check_helper_call — a timer callback is verified as non-sleepable
+        # (push_async_cb(..., is_sleepable=false)) even inside a sleepable program
+        if hid in MIGHT_SLEEP and st.in_async:
+            raise Reject("helper call might sleep in a non-sleepable prog", C.EINVAL, pc)
         if hid in TIMER_HELPERS:
             self._timer_args(st, regs, hid, pc)
+        if proto is not None:
+            self._map_value_mem_args(regs, proto.args, pc)
         ret = UNKNOWN
         self._stack = st.frame.stack
         if hid == H_MAP_LOOKUP:
@@ -477,6 +486,19 @@ class Checker:
         for r in range(1, 6):
             regs[r] = UNINIT
         return self._next(st, regs, pc + 1)
+
+    def _map_value_mem_args(self, regs: list[Reg], args: tuple[str, ...], pc: int) -> None:
+        """verifier.c: check_helper_mem_access -> check_map_access for a map-value memory
+        argument with a constant size: bounds and special fields (a helper writing into, or
+        reading from, the bpf_timer bytes is refused like a load/store)."""
+        for i, arg in enumerate(args[:-1]):
+            if "MEM" not in arg or "ARG_CONST_SIZE" not in args[i + 1]:
+                continue
+            ptr, size = regs[i + 1], regs[i + 2]
+            if ptr.kind != MAP_VALUE or not size.is_const or size.smin <= 0:
+                continue
+            self._check_map_access(ptr, 0, size.smin, i + 1, pc,
+                                   write="UNINIT" in arg or "RDONLY" not in arg)
 
     def _new_id(self) -> int:
         self.next_id += 1
@@ -561,7 +583,7 @@ class Checker:
             cregs[2] = Reg(MAP_KEY, map=m)
             cregs[3] = Reg(MAP_VALUE, map=m, uid=r1.uid)
             cregs[10] = Reg(FP)
-            self._push_callback(r2.off, cregs, (0, 0), "At async callback return")
+            self._push_callback(r2.off, cregs, (0, 0), "At async callback return", in_async=True)
 
     def _queue_loop_callback(self, st: State, regs: list[Reg], hid: int, pc: int) -> None:
         fn = regs[2]
@@ -578,14 +600,16 @@ class Checker:
             cregs[3] = Reg(MAP_VALUE, map=m.map, uid=m.uid) if m.kind == MAP_PTR else Reg(PTR)
             cregs[4] = regs[4] if regs[4].kind != NOT_INIT else UNKNOWN
         cregs[10] = Reg(FP)
-        self._push_callback(fn.off, cregs, (0, 1), "At callback return")
+        self._push_callback(fn.off, cregs, (0, 1), "At callback return", in_async=st.in_async)
 
-    def _push_callback(self, target: int, cregs: list[Reg], ret: tuple[int, int], ctx: str) -> None:
-        key = (target, tuple(cregs), ret)
+    def _push_callback(self, target: int, cregs: list[Reg], ret: tuple[int, int], ctx: str, *,
+                       in_async: bool = False) -> None:
+        key = (target, tuple(cregs), ret, in_async)
         if key in self.verified_callbacks:
             return
         self.verified_callbacks.add(key)
-        self.pending_callbacks.append(State(target, (Frame(tuple(cregs), ()),), ret, ctx))
+        self.pending_callbacks.append(State(target, (Frame(tuple(cregs), ()),), ret, ctx,
+                                            in_async))
 
 
 # -- pure helpers ----------------------------------------------------------------------------
