@@ -583,6 +583,39 @@ def test_timer_pins_the_program_that_set_its_callback(be):
     assert not be.prog_alive(setter)
 
 
+def test_the_program_reference_moves_to_the_last_setter(be):
+    """A timer holds one program reference: set_callback from another program (tc_arm) puts
+    the previous setter's reference and takes its own (helpers.c: __bpf_async_set_callback)."""
+    import uuid
+
+    assert be.init(ARR, 7) == 0 and be.set_cb(ARR, 7) == 0
+    assert be.run_pkt("tc_arm") == 0                # set_callback + start 1 ms from tc
+    be.wait(ms(20))
+    assert be.fired(ARR, 7) == 1
+    setter, tc = be.coll.programs["set_callback"].id, be.coll.programs["tc_arm"].id
+    path = f"/sys/fs/bpf/bpfsim-timer-{uuid.uuid4().hex[:8]}"
+    be.pin_map(ARR, path)
+    be.coll.close()
+    assert be.prog_alive(tc) and not be.prog_alive(setter)
+    be.unpin(path)
+    assert not be.prog_alive(tc)
+
+
+def test_lru_replace_and_lookup_and_delete_free_the_timer(be):
+    """LRU update of an existing key (htab_lru_map_update_elem -> htab_lru_push_free) and
+    syscall lookup_and_delete on a HASH free the timer: it never fires."""
+    assert be.update(LRU, 1) == 0
+    hash_elem(be, 3)
+    for m, k in ((LRU, 1), (HASH, 3)):
+        assert be.init(m, k) == 0 and be.set_cb(m, k) == 0
+        assert be.start(m, k, ms(30)) == 0
+    assert be.update(LRU, 1) == 0
+    be.handle(HASH).lookup_and_delete(struct.pack("<I", 3))     # the decoded value, unused
+    be.wait(ms(80))
+    assert be.fired(LRU, 1) == 0 and be.elem(HASH, 3) is None
+    assert be.init(LRU, 1) == 0
+
+
 # -- emulator only: exact virtual time -----------------------------------------------------------
 @pytest.fixture
 def sim():
@@ -758,6 +791,30 @@ def test_start_and_cancel_while_the_callback_runs_on_another_cpu(backend):
         assert be.elem(ARR, 1)["ret"] == -EINVAL          # it finished (array delete: -EINVAL)
         be.wait(ms(50))
         assert be.fired(ARR, 1) == 1
+    finally:
+        be.close()
+
+
+@pytest.mark.parametrize("backend", ["sim-real", pytest.param("kernel", marks=pytest.mark.kernel)])
+def test_callbacks_on_one_cpu_run_one_after_the_other(backend):
+    """§7/§11: the timer softirq does not nest: two timers pinned to CPU 1 and due together
+    run one after the other (each spins 150 ms), never at the same time."""
+    be, on_cpu = real_time_backend(backend)
+    try:
+        for k in (0, 1):
+            assert be.init(ARR, k) == 0 and be.set_cb(ARR, k) == 0
+            assert be.mode(ARR, k, MODE_DELETE_SELF, ms(150)) == 0
+        on_cpu(1)
+        deadline = be.now() + ms(10)
+        for k in (0, 1):
+            assert be.start(ARR, k, deadline, BPF_F_TIMER_ABS | BPF_F_TIMER_CPU_PIN) == 0
+        on_cpu(0)
+        be.wait(ms(80))                                   # the first callback is spinning
+        assert (be.fired(ARR, 0), be.fired(ARR, 1)) == (1, 0)
+        be.wait(ms(400))
+        a, b = be.elem(ARR, 0), be.elem(ARR, 1)
+        assert (a["counter"], b["counter"], a["cpu"], b["cpu"]) == (1, 1, 1, 1)
+        assert b["stamp"] - a["stamp"] >= ms(150)
     finally:
         be.close()
 

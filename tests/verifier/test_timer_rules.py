@@ -47,6 +47,8 @@ REJECTED = {
     "timer_array_of_two": ("map 'arrmap' has no valid bpf_timer", 22),
     # created with BTF (a real timer would give -EOPNOTSUPP, then libbpf's retry without BTF
     # "has to have BTF"): the offset-4 timer is plain bytes
+    "timer_in_bss": (            # recognised in the DATASEC, but only another map can be passed
+        "timer pointer in R1 map_uid=0 doesn't match map pointer in R2 map_uid=0", 22),
     "timer_misaligned": ("map 'mismap' has no valid bpf_timer", 22),
 }
 
