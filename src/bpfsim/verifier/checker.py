@@ -264,6 +264,14 @@ class Checker:
                 return const(_sext(src.smin, insn.off)) if src.is_const else UNKNOWN
             return src
         dst = self._read_reg(regs, insn.dst, pc)
+        if not use_reg:
+            # verifier.c: check_alu_op refuses constant shifts past the width and constant
+            # division by zero before looking at any value
+            bits = 64 if is64 else 32
+            if op in (0x60, 0x70, 0xC0) and not 0 <= insn.imm < bits:
+                raise Reject(f"invalid shift {insn.imm}", C.EINVAL, pc)
+            if op in (0x30, 0x90) and insn.imm == 0:
+                raise Reject("div by zero", C.EINVAL, pc)
         if op == 0x80:                                     # neg
             if dst.is_const:
                 return const(-dst.smin if is64 else (-dst.smin) & 0xFFFFFFFF)
