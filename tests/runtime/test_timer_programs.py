@@ -539,6 +539,21 @@ def test_hash_update_with_f_lock_keeps_timer(be):
     assert be.run("lock_arm", ARR, 1, ms(30)) == 0
 
 
+def test_array_update_with_f_lock_frees_timer(be):
+    """An ARRAY update with BPF_F_LOCK copies the value in place (copy_map_value_locked) but,
+    unlike a hash, still frees the timer (arraymap.c: array_map_update_elem ->
+    bpf_obj_free_fields): the armed timer never fires and init gives 0 again."""
+    key, m = struct.pack("<I", 1), be.coll.maps["tlockarr"]
+    assert be.run("lockarr_arm", ARR, 1, ms(30)) == 0
+    assert be.run("lockarr_arm", ARR, 1, ms(30)) == -EBUSY
+    m.update(key, bytes(32), 4)                        # BPF_F_LOCK
+    be.wait(ms(60))
+    assert struct.unpack_from("<Q", m.raw[key], 24)[0] == 0
+    assert be.run("lockarr_arm", ARR, 1, ms(10)) == 0  # UNINIT again
+    be.wait(ms(40))
+    assert struct.unpack_from("<Q", m.raw[key], 24)[0] == 1
+
+
 def test_lru_eviction_frees_timer(be):
     """htab_lru_map_delete_node -> check_and_free_fields: an evicted element's timer never
     fires; the key inserted again gets a fresh (UNINIT) timer."""
