@@ -4,8 +4,8 @@ program's frame and its callback's frame are not summed against MAX_BPF_STACK (5
 
 timer_async_stack_root: program ~400 bytes + callback ~400 bytes -> accepted by both.
 timer_sync_stack_sum: the same callback also called directly -> the kernel sums the frames and
-rejects ("combined stack size of 2 calls is 832. Too large"); the emulator's verifier does not
-track combined stack depth yet (verifier/checker.py), so it accepts: an xfail documents the gap.
+rejects ("combined stack size of 2 calls is 832. Too large"), and so does the emulator's
+verifier (checker.py: _check_max_stack_depth).
 """
 
 from __future__ import annotations
@@ -56,7 +56,5 @@ def test_kernel_sums_a_direct_call_of_the_callback() -> None:
     assert _verdict(_kernel_load(), SYNC_SUM) == SUM_MESSAGE
 
 
-@pytest.mark.xfail(reason="the emulator verifier does not track combined stack depth "
-                          "(verifier.c: check_max_stack_depth is not modelled)", strict=False)
 def test_emulator_sums_a_direct_call_of_the_callback() -> None:
     assert _verdict(bpfsim.load, SYNC_SUM) == SUM_MESSAGE

@@ -84,6 +84,7 @@ class Frame:
     stack: tuple[tuple[tuple[int, int], Reg], ...]   # ((offset from fp, size), value) of stores
     ret_pc: int = -1                      # where the caller continues (-1: outermost)
     callsite_regs: tuple[Reg, ...] = ()   # caller's r6..r9 are restored on return
+    func: int = 0                         # entry insn of the function this frame runs
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,11 @@ class Checker:
         self.verified_callbacks: set[tuple] = set()
         self.loop_heads = _loop_heads(prog.insns)
         self.max_ctx_offset = 0     # bpf_prog_aux.max_ctx_offset: test_run needs this much ctx
+        # check_max_stack_depth: each function's own depth, who calls whom (calls and
+        # synchronous callbacks), and the roots (the program, every async callback)
+        self.stack_depth: dict[int, int] = {}
+        self.callees: dict[int, list[int]] = {}
+        self.async_roots: list[int] = []
 
     # -- driver ----------------------------------------------------------------------------
     def run(self) -> None:
@@ -134,10 +140,11 @@ class Checker:
             self._check_map_compat()
             regs = [UNINIT] * 11
             regs[1] = Reg(CTX)
-            regs[10] = Reg(FP)
+            regs[10] = Reg(FP, frame=0)
             self._explore(State(0, (Frame(tuple(regs), ()),)))
             while self.pending_callbacks:
                 self._explore(self.pending_callbacks.pop(0))
+            self._check_max_stack_depth()
         except Reject as r:
             self.p.log.append(r.message)
             self.p.log.append(f"processed {self.processed} insns (limit {INSN_LIMIT})")
@@ -351,6 +358,8 @@ class Checker:
             raise Reject(f"write to change key R{regno} not allowed", C.EACCES, pc)
         elif kind == FP and not base.var:
             total = base.off + off
+            if -total > self.stack_depth.get(base.frame, 0):
+                self.stack_depth[base.frame] = -total
             if total < -C.MAX_BPF_STACK or total + size > 0:
                 raise Reject(f"invalid {'write' if write else 'read'} stack R{regno} off={total} "
                              f"size={size}", C.EACCES, pc)
@@ -420,12 +429,14 @@ class Checker:
             if len(st.frames) >= C.MAX_CALL_FRAMES:
                 raise Reject(f"the call stack of {len(st.frames) + 1} frames is too deep !",
                              C.E2BIG, pc)
+            target = pc + 1 + insn.imm
             callee = [UNINIT] * 11
             callee[1:6] = regs[1:6]
-            callee[10] = Reg(FP)
+            callee[10] = Reg(FP, frame=target)
+            self._add_callee(st.frame.func, target)
             caller = replace(st.frame, regs=tuple(regs))
-            frame = Frame(tuple(callee), (), ret_pc=pc + 1)
-            return replace(st, pc=pc + 1 + insn.imm, frames=st.frames[:-1] + (caller, frame))
+            frame = Frame(tuple(callee), (), ret_pc=pc + 1, func=target)
+            return replace(st, pc=target, frames=st.frames[:-1] + (caller, frame))
         if insn.src == C.BPF_PSEUDO_KFUNC_CALL:
             regs[0] = UNKNOWN
             for r in range(1, 6):
@@ -590,7 +601,9 @@ class Checker:
             cregs[1] = Reg(MAP_PTR, map=m, uid=r1.uid)
             cregs[2] = Reg(MAP_KEY, map=m)
             cregs[3] = Reg(MAP_VALUE, map=m, uid=r1.uid)
-            cregs[10] = Reg(FP)
+            cregs[10] = Reg(FP, frame=r2.off)
+            if r2.off not in self.async_roots:     # its own stack-depth root (is_async_cb)
+                self.async_roots.append(r2.off)
             self._push_callback(r2.off, cregs, (0, 0), "At async callback return", in_async=True)
 
     def _queue_loop_callback(self, st: State, regs: list[Reg], hid: int, pc: int) -> None:
@@ -607,7 +620,8 @@ class Checker:
             cregs[2] = Reg(MAP_KEY, map=m.map) if m.kind == MAP_PTR else Reg(PTR)
             cregs[3] = Reg(MAP_VALUE, map=m.map, uid=m.uid) if m.kind == MAP_PTR else Reg(PTR)
             cregs[4] = regs[4] if regs[4].kind != NOT_INIT else UNKNOWN
-        cregs[10] = Reg(FP)
+        cregs[10] = Reg(FP, frame=fn.off)
+        self._add_callee(st.frame.func, fn.off)      # a synchronous callback runs on top of us
         self._push_callback(fn.off, cregs, (0, 1), "At callback return", in_async=st.in_async)
 
     def _push_callback(self, target: int, cregs: list[Reg], ret: tuple[int, int], ctx: str, *,
@@ -616,8 +630,30 @@ class Checker:
         if key in self.verified_callbacks:
             return
         self.verified_callbacks.add(key)
-        self.pending_callbacks.append(State(target, (Frame(tuple(cregs), ()),), ret, ctx,
+        self.pending_callbacks.append(State(target, (Frame(tuple(cregs), (), func=target),), ret, ctx,
                                             in_async))
+
+    def _add_callee(self, caller: int, callee: int) -> None:
+        edges = self.callees.setdefault(caller, [])
+        if callee not in edges:
+            edges.append(callee)
+
+    def _check_max_stack_depth(self) -> None:
+        """verifier.c: check_max_stack_depth — along every call chain from the program and
+        from each async callback (its own root), the frames' depths, each rounded up
+        (round_up_stack_depth: 16 bytes with the JIT), must not exceed MAX_BPF_STACK."""
+        for root in [0] + [r for r in self.async_roots if r != 0]:
+            self._walk_depth(root, 0, 0, ())
+
+    def _walk_depth(self, func: int, depth: int, frames: int, path: tuple[int, ...]) -> None:
+        depth += -(-self.stack_depth.get(func, 0) // 16) * 16
+        frames += 1
+        if depth > C.MAX_BPF_STACK:
+            raise Reject(f"combined stack size of {frames} calls is {depth}. Too large", C.EACCES,
+                         func)
+        for callee in self.callees.get(func, ()):
+            if callee not in path and callee != func:
+                self._walk_depth(callee, depth, frames, path + (func,))
 
 
 # -- pure helpers ----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class Reg:
     map: MapInfo | None = None
     id: int = 0                 # for *_OR_NULL: registers with the same id are null-checked together
     uid: int = 0                # map_uid (non-zero for values of inner maps), verifier.c: map_uid
+    frame: int = 0              # FP: entry insn of the function whose stack frame it points into
 
     @property
     def is_const(self) -> bool:
