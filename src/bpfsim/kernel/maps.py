@@ -222,6 +222,21 @@ class KernelMapOps:
         except KernelError as e:
             raise self._err(e, "lookup in") from None
 
+    def mmap(self) -> memoryview:
+        """mmap(2) of the map fd, shared and writable: the kernel refuses maps with special
+        fields (ENOTSUPP, 524) and arrays without BPF_F_MMAPABLE (EINVAL)."""
+        import mmap as _mmap
+
+        page = _mmap.PAGESIZE
+        length = max(page, -(-self.value_size * self.max_entries // page) * page)
+        try:
+            mapped = _mmap.mmap(self._fd(), length, _mmap.MAP_SHARED,
+                                _mmap.PROT_READ | _mmap.PROT_WRITE)
+        except OSError as e:
+            raise self._err(KernelError("mmap", e.errno or 0), "mmap") from None
+        self._mmaps = [*getattr(self, "_mmaps", []), mapped]
+        return memoryview(mapped)
+
     def freeze(self) -> None:
         """BPF_MAP_FREEZE."""
         try:

@@ -340,6 +340,11 @@ class Map(MutableMapping):
     def freeze(self) -> None:
         self.kernel_map.freeze()
 
+    def mmap(self) -> memoryview:
+        """mmap(2) of the map (BPF_F_MMAPABLE arrays, ring buffers): a writable view of its
+        memory.  Maps holding a bpf_timer or spin lock refuse with errno 524 (ENOTSUPP)."""
+        return self.kernel_map.mmap()
+
     @property
     def raw(self) -> RawView:
         """The same map keyed and valued by raw bytes (MutableMapping[bytes, bytes])."""

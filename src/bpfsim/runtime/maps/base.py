@@ -19,11 +19,12 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from bpfsim.errors import KeyNotFound, MapError, UsageError
+from bpfsim.errors import KeyNotFound, MapError, NotSupported, UsageError
 from bpfsim.runtime.kobject import BpfMap
 from bpfsim.runtime.maps.fields import EMPTY, EOPNOTSUPP, FieldRecord
 from bpfsim.uapi.constants import (
     BPF_F_LOCK,
+    BPF_F_MMAPABLE,
     BPF_F_RDONLY,
     BPF_F_RDONLY_PROG,
     BPF_F_WRONLY,
@@ -63,6 +64,10 @@ def make_timer_slot(mp: Any, key_addr: int, value_addr: int) -> Any:
     from bpfsim.runtime.timers import TimerSlot
 
     return TimerSlot(mp, key_addr, value_addr)
+
+
+# Map types with map_ops.map_mmap (arraymap.c, ringbuf.c, arena.c).
+_MMAP_TYPES = frozenset({MapType.ARRAY, MapType.RINGBUF, MapType.USER_RINGBUF, MapType.ARENA})
 
 
 class MapLock:
@@ -348,6 +353,18 @@ class MapBase(BpfMap):
             # map: a second freeze is -EPERM on 6.18 (checked), not the -EBUSY further down
             self._can(True)
             self.frozen = True
+
+    def mmap(self) -> memoryview:
+        """mmap(2) of the map's fd (syscall.c: bpf_map_mmap), as far as the kernel's refusals
+        go: a map with special fields (a bpf_timer, a spin lock) or of a type without
+        map_mmap is -ENOTSUPP (524) even with BPF_F_MMAPABLE; an ARRAY needs BPF_F_MMAPABLE
+        (-EINVAL).  Mapping the memory itself is not emulated yet."""
+        if self.record or self.map_type not in _MMAP_TYPES:
+            raise MapError(f"map '{self.name}': mmap is not supported for this map", ENOTSUPP)
+        if self.map_type == MapType.ARRAY and not self.map_flags & BPF_F_MMAPABLE:
+            raise MapError(f"map '{self.name}': mmap needs BPF_F_MMAPABLE", EINVAL)
+        raise NotSupported("mmap of map memory", detail="the emulator does not map a map's "
+                           "memory into user space yet")
 
     @contextlib.contextmanager
     def value_locked(self, e: Element) -> Iterator[None]:
