@@ -144,7 +144,11 @@ def _create_map(kernel: Any, ms: MapSpec, btf: Any) -> Any:
     except MapError:
         if btf is None or not (ms.key_type_id or ms.value_type_id):
             raise
-    return create_map(kernel, named, btf=None)
+    mp = create_map(kernel, named, btf=None)
+    # The bytes are the same: keep decoding them through the object's BTF in Python, as the
+    # kernel backend does, while the map itself has none (bpftool prints no "formatted").
+    mp.btf, mp.key_type_id, mp.value_type_id = btf, int(ms.key_type_id), int(ms.value_type_id)
+    return mp
 
 
 def _kernel_named(ms: MapSpec) -> MapSpec:
@@ -326,6 +330,6 @@ class _Loader:
         infos = {}
         for name, mp in self.maps.items():
             ms = self.spec.maps[name]
-            has_btf = getattr(mp, "btf", None) is not None and bool(ms.value_type_id or ms.key_type_id)
+            has_btf = getattr(mp, "kernel_btf", False) and bool(ms.value_type_id or ms.key_type_id)
             infos[name] = map_info_from_spec(ms, self.spec.btf, has_btf=has_btf)
         return verify(ps, infos, btf=self.spec.btf)

@@ -143,10 +143,11 @@ class Map(MutableMapping):
     @property
     def info(self) -> MapInfo:
         m = self.kernel_map
+        own = getattr(m, "kernel_btf", True)     # BPF_OBJ_GET_INFO_BY_FD: the map's own BTF ids
         return MapInfo(id=m.id, type=m.type_name, type_id=m.map_type, name=m.name, key_size=m.key_size,
                        value_size=m.value_size, max_entries=m.max_entries, flags=m.map_flags,
-                       frozen=m.frozen, btf_key_type_id=m.key_type_id,
-                       btf_value_type_id=m.value_type_id)
+                       frozen=m.frozen, btf_key_type_id=m.key_type_id if own else 0,
+                       btf_value_type_id=m.value_type_id if own else 0)
 
     def __repr__(self) -> str:
         if self._map is None:
@@ -358,7 +359,9 @@ class Map(MutableMapping):
         m = self.kernel_map
         if not m.iterable:
             return []        # queue/stack/ringbuf/bloom: bpftool prints [] (get_next_key fails)
-        btf = m.btf is not None and bool(m.value_type_id)
+        # bpftool formats through the BTF the map carries in the kernel (none after libbpf's
+        # retry without BTF), not through the object file's
+        btf = m.btf is not None and bool(m.value_type_id) and getattr(m, "kernel_btf", True)
         out: list[dict[str, Any]] = []
         for key in list(self._key_walk(m)):
             try:

@@ -222,6 +222,9 @@ class MapBase(BpfMap):
         self.btf = btf
         self.key_type_id = int(spec.key_type_id) if btf is not None else 0
         self.value_type_id = int(spec.value_type_id) if btf is not None else 0
+        # Whether the map itself carries BTF (what bpftool sees); False after libbpf's retry
+        # without BTF, when `btf` may still be attached for decoding in Python.
+        self.kernel_btf = btf is not None
         self.record = record
         self.frozen = False
         self.mem: AddressSpace = kernel.mem
