@@ -19,7 +19,7 @@ from bpfsim.runtime.contexts import (
     SkbContext,
     XdpContext,
 )
-from bpfsim.runtime.helpers.registry import helper, u64
+from bpfsim.runtime.helpers.registry import helper, s32, u64
 from bpfsim.uapi.constants import (
     EACCES,
     EFAULT,
@@ -389,8 +389,7 @@ def bpf_get_hash_recalc(env, skb, *_):
 def bpf_xdp_adjust_head(env, xdp, offset, *_):
     c = _ctx(env, xdp, XdpContext)
     pkt = c.packet
-    off = offset & 0xFFFFFFFF
-    off = off - (1 << 32) if off >> 31 else off
+    off = s32(offset)
     metalen = pkt.head - pkt.meta
     data = pkt.head + off
     if data < XDP_FRAME_STRUCT + metalen or data > pkt.tail - ETH_HLEN:
@@ -406,8 +405,7 @@ def bpf_xdp_adjust_head(env, xdp, offset, *_):
 def bpf_xdp_adjust_meta(env, xdp, offset, *_):
     c = _ctx(env, xdp, XdpContext)
     pkt = c.packet
-    off = offset & 0xFFFFFFFF
-    off = off - (1 << 32) if off >> 31 else off
+    off = s32(offset)
     meta = pkt.meta + off
     if meta < XDP_FRAME_STRUCT or meta > pkt.head:
         return u64(-EINVAL)
@@ -422,8 +420,7 @@ def bpf_xdp_adjust_meta(env, xdp, offset, *_):
 def bpf_xdp_adjust_tail(env, xdp, offset, *_):
     c = _ctx(env, xdp, XdpContext)
     pkt = c.packet
-    off = offset & 0xFFFFFFFF
-    off = off - (1 << 32) if off >> 31 else off
+    off = s32(offset)
     if c.frags:
         return u64(_frags_adjust_tail(c, off))
     end = pkt.tail + off
