@@ -1,5 +1,5 @@
 """Random ALU/JMP programs (optionally with stack loads, stores and atomics): the kernel (XDP
-test_run) and the interpreter must leave the same values in r0..r9.  This checks vm.semantics
+test_run) and the interpreter must leave the same values in r0..r9.  This checks isa.semantics
 against Linux itself, not against typed-in numbers."""
 
 from __future__ import annotations

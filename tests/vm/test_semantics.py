@@ -1,5 +1,5 @@
 """Edge cases of the instruction semantics, checked both on the pure functions of
-vm.semantics and through the interpreter (the two must agree: they share the templates)."""
+isa.semantics and through the interpreter (the two must agree: they share the templates)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bpfsim.isa import semantics as sem
 from bpfsim.isa.asm import assemble
 from bpfsim.isa.insn import Instruction
-from bpfsim.vm import semantics as sem
 from bpfsim.vm.interpreter import Interpreter
 from bpfsim.vm.memory import AddressSpace
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from bpfsim.errors import VerifierError
+from bpfsim.isa import semantics as sem
 from bpfsim.isa.insn import Instruction
 from bpfsim.uapi import constants as C
 from bpfsim.uapi.helper_ids import HELPER_NAMES
@@ -261,14 +262,12 @@ class Checker:
             return UNKNOWN
         if op == 0xB0:                                     # mov / movsx
             src = self._read_reg(regs, insn.src, pc) if use_reg else const(insn.imm)
+            if src.is_const:                               # mov, mov32, movsx: the ISA's own result
+                return const(sem.alu(insn.opcode, insn.off, insn.imm, 0, src.smin))
             if not is64:
-                if src.kind != SCALAR:
-                    return UNKNOWN
-                if src.is_const:
-                    return const(src.smin & 0xFFFFFFFF)
-                return scalar_range(0, 0xFFFFFFFF)
-            if insn.off and use_reg:                       # movsx
-                return const(_sext(src.smin, insn.off)) if src.is_const else UNKNOWN
+                return scalar_range(0, 0xFFFFFFFF) if src.kind == SCALAR else UNKNOWN
+            if insn.off and use_reg:                       # movsx of an unknown value
+                return UNKNOWN
             return src
         dst = self._read_reg(regs, insn.dst, pc)
         if not use_reg:
@@ -281,13 +280,13 @@ class Checker:
                 raise Reject("div by zero", C.EINVAL, pc)
         if op == 0x80:                                     # neg
             if dst.is_const:
-                return const(-dst.smin if is64 else (-dst.smin) & 0xFFFFFFFF)
+                return const(sem.alu(insn.opcode, insn.off, insn.imm, dst.smin))
             return UNKNOWN
         src = self._read_reg(regs, insn.src, pc) if use_reg else const(insn.imm)
         if dst.kind != SCALAR or src.kind != SCALAR:
             return self._ptr_alu(op, dst, src, is64, insn.dst, pc)
         if dst.is_const and src.is_const:
-            return const(_fold(op, dst.smin, src.smin, is64, insn.off))
+            return const(sem.alu(insn.opcode, insn.off, insn.imm, dst.smin, src.smin))
         if op == 0x50 and src.is_const and src.smin >= 0:            # and with a mask
             return scalar_range(0, src.smin if is64 else min(src.smin, 0xFFFFFFFF))
         if op == 0x70 and src.is_const and 0 < src.smin < 64:         # rsh by a constant
@@ -408,7 +407,7 @@ class Checker:
                 return replace(null_regs, pc=taken_pc), replace(ok_regs, pc=pc + 1)
             return replace(ok_regs, pc=taken_pc), replace(null_regs, pc=pc + 1)
         if dst.is_const and src.is_const:
-            taken = _compare(op, dst.smin, src.smin, is64)
+            taken = sem.jump_taken(insn.opcode, insn.imm, dst.smin, src.smin)
             return self._next(st, regs, taken_pc if taken else pc + 1), None
         # refine on equality with a constant, so `if r0 == 0` style returns stay precise
         fall = self._next(st, regs, pc + 1)
@@ -659,70 +658,6 @@ class Checker:
 # -- pure helpers ----------------------------------------------------------------------------
 _SIZE = {0x00: 4, 0x08: 2, 0x10: 1, 0x18: 8}
 M64 = (1 << 64) - 1
-
-
-def _sext(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
-
-
-def _fold(op: int, a: int, b: int, is64: bool, off: int) -> int:
-    """Constant folding with the VM's exact semantics (wrapping, div/mod by zero)."""
-    bits = 64 if is64 else 32
-    mask = (1 << bits) - 1
-    ua, ub = a & mask, b & mask
-    sa, sb = _sext(ua, bits), _sext(ub, bits)
-    if op == 0x00:
-        r = ua + ub
-    elif op == 0x10:
-        r = ua - ub
-    elif op == 0x20:
-        r = ua * ub
-    elif op == 0x30:
-        if off == 1:
-            r = 0 if sb == 0 else (-(abs(sa) // abs(sb)) if (sa < 0) != (sb < 0) else abs(sa) // abs(sb))
-        else:
-            r = 0 if ub == 0 else ua // ub
-    elif op == 0x90:
-        if off == 1:
-            r = ua if sb == 0 else _smod(sa, sb)
-        else:
-            r = ua if ub == 0 else ua % ub
-    elif op == 0x40:
-        r = ua | ub
-    elif op == 0x50:
-        r = ua & ub
-    elif op == 0xA0:
-        r = ua ^ ub
-    elif op == 0x60:
-        r = ua << (ub & (bits - 1))
-    elif op == 0x70:
-        r = ua >> (ub & (bits - 1))
-    elif op == 0xC0:
-        r = sa >> (ub & (bits - 1))
-    else:
-        r = 0
-    return r & mask
-
-
-def _smod(sa: int, sb: int) -> int:
-    """Signed modulo truncating toward zero (the kernel's smod), exact for big values."""
-    q = abs(sa) // abs(sb)
-    if (sa < 0) != (sb < 0):
-        q = -q
-    return sa - sb * q
-
-
-def _compare(op: int, a: int, b: int, is64: bool) -> bool:
-    bits = 64 if is64 else 32
-    mask = (1 << bits) - 1
-    ua, ub = a & mask, b & mask
-    sa, sb = _sext(ua, bits), _sext(ub, bits)
-    return {
-        0x10: ua == ub, 0x50: ua != ub, 0x20: ua > ub, 0x30: ua >= ub, 0xA0: ua < ub,
-        0xB0: ua <= ub, 0x40: bool(ua & ub), 0x60: sa > sb, 0x70: sa >= sb, 0xC0: sa < sb,
-        0xD0: sa <= sb,
-    }.get(op, False)
 
 
 def _spill(stack: tuple, off: int, size: int, val: Reg) -> tuple:

@@ -2,7 +2,7 @@
 
 Job: execute, nothing else (no verification; an invalid instruction faults only when it runs).
 Speed comes from pre-decoding: every slot becomes one closure `op(R) -> next_pc` specialised
-from the templates of `vm.semantics` (one factory per operation shape, compiled on first use and
+from the templates of `isa.semantics` (one factory per operation shape, compiled on first use and
 cached for the process), so the hot loop is `pc = ops[pc](R)`.  Instructions that need the
 machine (exit, calls, tail calls, may_goto) return `~pc` and are handled by the loop.
 
@@ -22,6 +22,7 @@ from bpfsim.errors import (
     InstructionBudgetExceeded,
     MemoryFault,
 )
+from bpfsim.isa import semantics as sem
 from bpfsim.isa.insn import Instruction
 from bpfsim.uapi.constants import (
     BPF_MAX_LOOPS,
@@ -33,7 +34,6 @@ from bpfsim.uapi.constants import (
     MAX_TAIL_CALL_CNT,
 )
 from bpfsim.uapi.helper_ids import HELPER_IDS
-from bpfsim.vm import semantics as sem
 from bpfsim.vm.env import Helper, TailCall, func_pointer, func_pointer_target
 from bpfsim.vm.memory import AddressSpace, Region
 
